@@ -1,0 +1,1 @@
+//! buildcache (placeholder until its module lands)

@@ -1,0 +1,1 @@
+//! fetch (placeholder until its module lands)

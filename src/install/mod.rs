@@ -1,0 +1,1 @@
+//! install (placeholder until its module lands)

@@ -1,0 +1,10 @@
+//! sf-cache: a native client for Spack binary buildcaches.
+pub mod buildcache;
+pub mod config;
+pub mod fetch;
+pub mod install;
+pub mod relocate;
+pub mod spec;
+pub mod store;
+pub mod trust;
+pub mod ui;

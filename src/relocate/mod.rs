@@ -1,0 +1,1 @@
+//! relocate (placeholder until its module lands)

@@ -1,0 +1,1 @@
+//! spec (placeholder until its module lands)

@@ -1,0 +1,1 @@
+//! store (placeholder until its module lands)

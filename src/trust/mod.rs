@@ -1,0 +1,1 @@
+//! trust (placeholder until its module lands)

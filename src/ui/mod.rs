@@ -1,0 +1,1 @@
+//! ui (placeholder until its module lands)
