@@ -1,5 +1,7 @@
 //! sf-cache: a native client for Spack binary buildcaches.
 pub mod buildcache;
+pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod fetch;
 pub mod install;

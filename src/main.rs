@@ -1,1 +1,51 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use sf_cache::cli::{Cli, Command};
+use sf_cache::commands::{self, exit, Context, Failure};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    sf_cache::ui::init_logging(cli.global.verbose, cli.global.quiet);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "sf-cache", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(());
+        }
+        _ => {}
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let Cli { global, command } = cli;
+    let ctx = Context::new(global)?;
+    runtime.block_on(async {
+        match &command {
+            Command::List(a) => commands::list::run(&ctx, a).await,
+            Command::Show(a) => commands::show::run(&ctx, a).await,
+            Command::Keys(k) => commands::keys::run(&ctx, k).await,
+            Command::Completions { .. } | Command::Man => Ok(()),
+        }
+    })
+}

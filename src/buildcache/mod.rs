@@ -1,1 +1,64 @@
-//! buildcache (placeholder until its module lands)
+//! Spack buildcaches, layouts v3 and v2: paths, manifests, indexes, keys, and verified entries.
+
+pub mod catalog;
+pub mod entry;
+pub mod index;
+pub mod keys;
+pub mod layout;
+pub mod manifest;
+pub mod mirror;
+pub mod trust_context;
+
+use thiserror::Error;
+
+use crate::store::StoreError;
+
+pub use catalog::{Catalog, CatalogEntry, ClosureNode};
+pub use entry::{BlobRef, SignatureReport, VerifiedEntry};
+pub use layout::Layout;
+pub use mirror::{IndexCache, Mirror};
+pub use trust_context::TrustContext;
+
+#[derive(Debug, Error)]
+pub enum BuildcacheError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{what}: {reason}")]
+    Malformed { what: String, reason: String },
+    #[error("{what} {reason}")]
+    Unsupported { what: String, reason: String },
+    #[error("{what} {reason}")]
+    Verification { what: String, reason: String },
+    #[error("checksum mismatch for {what}: expected {expected}, got {actual}; the copy is corrupt or was tampered with")]
+    ChecksumMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{mirror} is not a Spack buildcache (no v3/layout.json, no v3 index, no build_cache/index.json); point --mirror at the directory that holds `v3/` or `build_cache/`")]
+    NotABuildcache { mirror: String },
+    #[error("{mirror} is a v3 buildcache without an index; run `spack buildcache update-index` on it")]
+    NoIndex { mirror: String },
+    #[error("nothing in the mirrors matches `{query}`; try `sf-cache list` to see what they offer")]
+    NoMatch { query: String },
+    #[error("`{query}` matches only targets this host cannot run: {found}")]
+    NoRunnableMatch { query: String, found: String },
+    #[error("`{query}` matches several specs: {candidates}; add a version, variant or /hash to choose one")]
+    Ambiguous { query: String, candidates: String },
+    #[error("{dependency} (needed by {dependent}) has no binary in any mirror; add a mirror that has it")]
+    MissingDependency {
+        dependent: String,
+        dependency: String,
+    },
+}
+
+impl BuildcacheError {
+    /// Process exit code for this error (README: 1 other, 3 verification, 4 no match).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BuildcacheError::Verification { .. } | BuildcacheError::ChecksumMismatch { .. } => 3,
+            BuildcacheError::NoMatch { .. } | BuildcacheError::NoRunnableMatch { .. } => 4,
+            _ => 1,
+        }
+    }
+}

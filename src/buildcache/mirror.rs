@@ -1,0 +1,251 @@
+//! One configured mirror: its store, its trust setting, and its indexes (v3 and v2, each cached
+//! locally by checksum so that a stale CDN copy is never refetched needlessly).
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tracing::{debug, warn};
+
+use super::index::Index;
+use super::layout::{self, media, Layout};
+use super::manifest::Manifest;
+use super::BuildcacheError;
+use crate::store::{Store, StoreError};
+
+/// A mirror as the user named it.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    /// Config name, or the location as given.
+    pub name: String,
+    /// Where it is (no credentials).
+    pub url: String,
+    pub store: Store,
+    /// Whether signatures are required for this mirror (`signed = false` in the config lifts it).
+    pub signed: bool,
+}
+
+/// An index read from one mirror in one layout.
+#[derive(Debug, Clone)]
+pub struct LoadedIndex {
+    pub layout: Layout,
+    /// sha256 of the index text.
+    pub checksum: String,
+    pub index: Index,
+    pub from_cache: bool,
+}
+
+/// Local cache of index texts, keyed by mirror and checksum.
+#[derive(Debug, Clone)]
+pub struct IndexCache {
+    dir: PathBuf,
+}
+
+impl IndexCache {
+    pub fn new(dir: impl Into<PathBuf>) -> IndexCache {
+        IndexCache { dir: dir.into() }
+    }
+
+    fn path(&self, mirror_url: &str, layout: Layout, checksum: &str) -> PathBuf {
+        let id = hex::encode(&Sha256::digest(mirror_url.as_bytes())[..8]);
+        self.dir.join(id).join(format!("{layout}-{checksum}.json"))
+    }
+
+    fn read(&self, path: &Path) -> Option<Vec<u8>> {
+        std::fs::read(path).ok()
+    }
+
+    /// Store `bytes` atomically (temp file, fsync, rename); a failure only costs a refetch later.
+    fn write(&self, path: &Path, bytes: &[u8]) {
+        let result = (|| -> std::io::Result<()> {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::io::Write::write_all(&mut tmp, bytes)?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(path).map_err(|e| e.error)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            warn!("could not cache index at {}: {e}", path.display());
+        }
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Mirror {
+    /// Fetch a small object; `Ok(None)` when it does not exist.
+    pub async fn get_optional(&self, rel: &str) -> Result<Option<bytes::Bytes>, BuildcacheError> {
+        match self.store.get_bytes(rel).await {
+            Ok(b) => Ok(Some(b)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(BuildcacheError::Store(e)),
+        }
+    }
+
+    /// Fetch a blob named by a manifest record and check its length and digest.
+    pub async fn get_verified_blob(
+        &self,
+        record: &super::manifest::BlobRecord,
+    ) -> Result<bytes::Bytes, BuildcacheError> {
+        let path = record.path();
+        let bytes = self.store.get_bytes(&path).await?;
+        let what = format!("{}/{}", self.url, path);
+        check_blob(&bytes, &record.checksum_algorithm, &record.checksum, &what)?;
+        if bytes.len() as u64 != record.content_length {
+            return Err(BuildcacheError::ChecksumMismatch {
+                what,
+                expected: format!("{} bytes", record.content_length),
+                actual: format!("{} bytes", bytes.len()),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Read every index the mirror has (v3 first, then v2). A mirror with neither is an error.
+    pub async fn load_indexes(
+        &self,
+        cache: &IndexCache,
+    ) -> Result<Vec<LoadedIndex>, BuildcacheError> {
+        let mut out = Vec::new();
+        if let Some(i) = self.load_v3_index(cache).await? {
+            out.push(i);
+        }
+        if let Some(i) = self.load_v2_index(cache).await? {
+            out.push(i);
+        }
+        if out.is_empty() {
+            let v3 = self.get_optional(layout::V3_LAYOUT_JSON).await?.is_some();
+            return Err(if v3 {
+                BuildcacheError::NoIndex {
+                    mirror: self.url.clone(),
+                }
+            } else {
+                BuildcacheError::NotABuildcache {
+                    mirror: self.url.clone(),
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    async fn load_v3_index(
+        &self,
+        cache: &IndexCache,
+    ) -> Result<Option<LoadedIndex>, BuildcacheError> {
+        let Some(manifest_bytes) = self.get_optional(layout::V3_INDEX_MANIFEST).await? else {
+            return Ok(None);
+        };
+        let what = format!("{}/{}", self.url, layout::V3_INDEX_MANIFEST);
+        let manifest = Manifest::parse(&manifest_bytes, &what)?;
+        let record = manifest
+            .record(media::INDEX, media::INDEX_PREFIX)
+            .ok_or_else(|| BuildcacheError::Malformed {
+                what: what.clone(),
+                reason: "index manifest names no index blob".into(),
+            })?;
+        let path = cache.path(&self.url, Layout::V3, &record.checksum);
+        if let Some(bytes) = cache.read(&path) {
+            if sha256_hex(&bytes) == record.checksum || record.checksum_algorithm != "sha256" {
+                debug!("index of {} from local cache ({})", self.url, record.checksum);
+                let index = Index::parse(&bytes, &path.display().to_string())?;
+                return Ok(Some(LoadedIndex {
+                    layout: Layout::V3,
+                    checksum: record.checksum.clone(),
+                    index,
+                    from_cache: true,
+                }));
+            }
+        }
+        let bytes = self.get_verified_blob(record).await?;
+        let index = Index::parse(&bytes, &format!("{}/{}", self.url, record.path()))?;
+        cache.write(&path, &bytes);
+        Ok(Some(LoadedIndex {
+            layout: Layout::V3,
+            checksum: record.checksum.clone(),
+            index,
+            from_cache: false,
+        }))
+    }
+
+    async fn load_v2_index(
+        &self,
+        cache: &IndexCache,
+    ) -> Result<Option<LoadedIndex>, BuildcacheError> {
+        let announced = self
+            .get_optional(layout::V2_INDEX_HASH)
+            .await?
+            .map(|b| String::from_utf8_lossy(&b[..b.len().min(64)]).trim().to_string())
+            .filter(|h| is_sha256_hex(h));
+        if let Some(hash) = &announced {
+            let path = cache.path(&self.url, Layout::V2, hash);
+            if let Some(bytes) = cache.read(&path) {
+                if &sha256_hex(&bytes) == hash {
+                    debug!("v2 index of {} from local cache ({hash})", self.url);
+                    let index = Index::parse(&bytes, &path.display().to_string())?;
+                    return Ok(Some(LoadedIndex {
+                        layout: Layout::V2,
+                        checksum: hash.clone(),
+                        index,
+                        from_cache: true,
+                    }));
+                }
+            }
+        }
+        let Some(bytes) = self.get_optional(layout::V2_INDEX).await? else {
+            return Ok(None);
+        };
+        let actual = sha256_hex(&bytes);
+        if let Some(hash) = &announced {
+            if hash != &actual {
+                warn!(
+                    "{}/{} does not match index.json.hash (a stale CDN copy?); using index.json as served",
+                    self.url,
+                    layout::V2_INDEX
+                );
+            }
+        }
+        let index = Index::parse(&bytes, &format!("{}/{}", self.url, layout::V2_INDEX))?;
+        cache.write(&cache.path(&self.url, Layout::V2, &actual), &bytes);
+        Ok(Some(LoadedIndex {
+            layout: Layout::V2,
+            checksum: actual,
+            index,
+            from_cache: false,
+        }))
+    }
+}
+
+/// Check `bytes` against a manifest's checksum.
+pub fn check_blob(
+    bytes: &[u8],
+    algorithm: &str,
+    expected: &str,
+    what: &str,
+) -> Result<(), BuildcacheError> {
+    let actual = match algorithm {
+        "sha256" => sha256_hex(bytes),
+        other => {
+            return Err(BuildcacheError::Malformed {
+                what: what.to_string(),
+                reason: format!("checksum algorithm `{other}` is not supported (only sha256)"),
+            })
+        }
+    };
+    if actual != expected {
+        return Err(BuildcacheError::ChecksumMismatch {
+            what: what.to_string(),
+            expected: expected.to_string(),
+            actual,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Command-line definitions (clap). Help, man page and completions all come from here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SF_CACHE_GIT_COMMIT"),
+    ", ",
+    env!("SF_CACHE_BUILD_TARGET"),
+    ", ",
+    env!("SF_CACHE_BUILD_PROFILE"),
+    ")"
+);
+
+/// Install, verify, mirror and publish Spack binary buildcaches, without Spack.
+#[derive(Debug, Parser)]
+#[command(name = "sf-cache", version, long_version = LONG_VERSION, propagate_version = true)]
+#[command(after_help = "Exit codes: 0 ok, 1 other failure, 2 usage error, 3 verification failure, 4 nothing matches the query.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More logging (-v debug, -vv trace); logs go to stderr.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Print nothing but errors and results.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Config file (TOML); default `$SF_CACHE_HOME/config.toml` or the XDG config directory.
+    #[arg(long, global = true, value_name = "FILE", env = "SF_CACHE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Accept unsigned packages from every mirror.
+    #[arg(long, global = true)]
+    pub allow_unsigned: bool,
+    /// Extra CA bundle (PEM) for HTTPS mirrors, e.g. behind a TLS-intercepting proxy.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct MirrorArgs {
+    /// Buildcache to read: URL (file://, http://, https://), path, or a mirror name from the config.
+    /// Repeatable; earlier mirrors win on a tie. Default: the mirrors of the config file.
+    #[arg(short, long = "mirror", value_name = "MIRROR")]
+    pub mirrors: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the specs a buildcache offers.
+    List(ListArgs),
+    /// Show the best match for a query: spec, dependencies, blobs, signature, closure.
+    Show(ShowArgs),
+    /// Manage trusted OpenPGP keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Spec query, e.g. `greet@2.1 %gcc@12`.
+    #[arg(value_name = "QUERY", num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub query: Vec<String>,
+    #[command(flatten)]
+    pub mirrors: MirrorArgs,
+    /// Also list externals and nodes without a binary (build-only dependencies).
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Spec query, e.g. `slurm@25.11 %gcc@13.4.0 +gpu` or `/hashprefix`.
+    #[arg(value_name = "QUERY", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub query: Vec<String>,
+    #[command(flatten)]
+    pub mirrors: MirrorArgs,
+    /// Also download and check every install tarball of the closure.
+    #[arg(long)]
+    pub verify_blobs: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List trusted keys and pinned fingerprints.
+    List,
+    /// Trust the public key(s) in an armored file.
+    Add {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Stop trusting a key added with `keys add` or `keys trust-mirror`.
+    Remove {
+        #[arg(value_name = "FINGERPRINT")]
+        fingerprint: String,
+    },
+    /// Show the keys a mirror publishes; trust them with --yes.
+    TrustMirror {
+        #[arg(value_name = "MIRROR")]
+        mirror: String,
+        /// Trust the keys shown.
+        #[arg(long)]
+        yes: bool,
+    },
+}

@@ -1,0 +1,119 @@
+//! `sf-cache list [QUERY] --mirror M…`: what the buildcaches offer, read from their indexes.
+
+use serde::Serialize;
+use tracing::info;
+
+use super::{exit, parse_query, CmdResult, Context, Failure};
+use crate::buildcache::catalog::short;
+use crate::buildcache::{Catalog, CatalogEntry};
+use crate::cli::ListArgs;
+use crate::spec::Version;
+
+/// One row of `list --json`.
+#[derive(Debug, Serialize)]
+pub struct ListedSpec {
+    pub name: String,
+    pub version: String,
+    pub hash: String,
+    pub compiler: Option<String>,
+    pub arch: String,
+    pub mirror: String,
+    pub layout: String,
+    pub in_buildcache: bool,
+    pub external: bool,
+}
+
+pub fn arch_string(entry: &CatalogEntry) -> String {
+    entry
+        .spec
+        .arch
+        .as_ref()
+        .map(|a| format!("{}-{}-{}", a.platform, a.os, a.target))
+        .unwrap_or_default()
+}
+
+/// Sorted by name, version descending, then mirror order.
+pub fn sorted_rows<'a>(catalog: &'a Catalog, entries: Vec<&'a CatalogEntry>) -> Vec<&'a CatalogEntry> {
+    let mut keyed: Vec<(&CatalogEntry, Version)> = entries
+        .into_iter()
+        .map(|e| (e, Version::parse(&e.spec.version)))
+        .collect();
+    keyed.sort_by(|a, b| {
+        a.0.spec
+            .name
+            .cmp(&b.0.spec.name)
+            .then_with(|| b.1.cmp(&a.1))
+            .then_with(|| a.0.mirror.cmp(&b.0.mirror))
+            .then_with(|| a.0.layout.cmp(&b.0.layout))
+            .then_with(|| a.0.spec.hash.cmp(&b.0.spec.hash))
+    });
+    let _ = catalog;
+    keyed.into_iter().map(|(e, _)| e).collect()
+}
+
+pub async fn run(ctx: &Context, args: &ListArgs) -> CmdResult {
+    let query = if args.query.is_empty() {
+        None
+    } else {
+        Some(parse_query(&args.query)?)
+    };
+    let catalog = ctx.catalog(&args.mirrors).await?;
+    info!("the index is not signed: listing does not verify anything; `show` and `install` do");
+    let entries: Vec<&CatalogEntry> = match &query {
+        Some(q) => catalog.matching(q, args.all),
+        None => catalog
+            .entries()
+            .iter()
+            .filter(|e| args.all || e.in_buildcache)
+            .collect(),
+    };
+    if entries.is_empty() {
+        if let Some(q) = &query {
+            return Err(Failure::new(
+                exit::NO_MATCH,
+                format!("nothing in the mirrors matches `{q}`; run `sf-cache list` without a query to see what they offer"),
+            ));
+        }
+    }
+    let rows = sorted_rows(&catalog, entries);
+    let listed: Vec<ListedSpec> = rows
+        .iter()
+        .map(|e| ListedSpec {
+            name: e.spec.name.clone(),
+            version: e.spec.version.clone(),
+            hash: e.spec.hash.clone(),
+            compiler: catalog.compiler_of(&e.spec),
+            arch: arch_string(e),
+            mirror: catalog.mirrors[e.mirror].name.clone(),
+            layout: e.layout.to_string(),
+            in_buildcache: e.in_buildcache,
+            external: e.is_external(),
+        })
+        .collect();
+    if ctx.out.json {
+        ctx.out.json(&listed)?;
+        return Ok(());
+    }
+    let table: Vec<Vec<String>> = listed
+        .iter()
+        .map(|l| {
+            let mut name = l.name.clone();
+            if l.external {
+                name.push_str(" [external]");
+            } else if !l.in_buildcache {
+                name.push_str(" [no binary]");
+            }
+            vec![
+                name,
+                l.version.clone(),
+                l.compiler.clone().unwrap_or_else(|| "-".into()),
+                l.arch.clone(),
+                short(&l.hash).to_string(),
+                l.mirror.clone(),
+            ]
+        })
+        .collect();
+    ctx.out
+        .table(&["NAME", "VERSION", "COMPILER", "ARCH", "HASH", "MIRROR"], &table)?;
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! One file per subcommand; this file holds what they share: the context built from global flags
+//! and the config, and the error type that carries an exit code.
+
+pub mod keys;
+pub mod list;
+pub mod show;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::buildcache::{BuildcacheError, Catalog, IndexCache, Mirror, TrustContext};
+use crate::cli::{GlobalArgs, MirrorArgs};
+use crate::config::{Config, Paths};
+use crate::spec::Query;
+use crate::store::{Store, StoreOptions};
+use crate::trust::{Keyring, UserKeyring};
+use crate::ui::Output;
+
+/// Exit codes (documented in the README).
+pub mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const VERIFICATION: u8 = 3;
+    pub const NO_MATCH: u8 = 4;
+}
+
+/// A failure with its exit code and one line for the user.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: exit::USAGE,
+            message: message.into(),
+        }
+    }
+    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<BuildcacheError> for Failure {
+    fn from(e: BuildcacheError) -> Failure {
+        Failure {
+            code: e.exit_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+macro_rules! failure_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Failure {
+            fn from(e: $t) -> Failure {
+                Failure { code: exit::FAILURE, message: e.to_string() }
+            }
+        }
+    )*};
+}
+failure_from!(
+    std::io::Error,
+    crate::config::ConfigError,
+    crate::store::StoreError,
+    crate::trust::TrustError,
+    serde_json::Error
+);
+
+pub type CmdResult = Result<(), Failure>;
+
+/// Everything a command needs from the global flags and the config.
+pub struct Context {
+    pub paths: Paths,
+    pub config: Config,
+    pub out: Output,
+    pub global: GlobalArgs,
+}
+
+impl Context {
+    pub fn new(global: GlobalArgs) -> Result<Context, Failure> {
+        let paths = Paths::from_env()?;
+        let config = match &global.config {
+            Some(p) => Config::load(p, true)?,
+            None => Config::load(&paths.config_file, false)?,
+        };
+        Ok(Context {
+            paths,
+            out: Output {
+                json: global.json,
+                quiet: global.quiet,
+            },
+            config,
+            global,
+        })
+    }
+
+    /// Store options from flags, environment and config (never logged: they may hold secrets).
+    pub fn store_options(&self, token_env: Option<&str>) -> StoreOptions {
+        let mut opts = StoreOptions::default();
+        opts.ca_cert = self
+            .global
+            .ca_cert
+            .clone()
+            .or_else(|| self.config.network.ca_cert.clone());
+        opts.netrc_path = self.config.network.netrc.clone();
+        if let Some(var) = token_env {
+            opts.bearer_token = std::env::var(var).ok().filter(|t| !t.is_empty());
+        }
+        if let Some(s) = self.config.network.connect_timeout {
+            opts.connect_timeout = std::time::Duration::from_secs(s);
+        }
+        if let Some(s) = self.config.network.read_timeout {
+            opts.read_timeout = std::time::Duration::from_secs(s);
+        }
+        if let Some(r) = self.config.network.retries {
+            opts.retries = r;
+        }
+        opts
+    }
+
+    /// Open one mirror named by a URL, a path, or a config mirror name.
+    pub fn open_mirror(&self, spec: &str) -> Result<Mirror, Failure> {
+        let (name, url, signed, token_env) = match self.config.mirror_named(spec) {
+            Some(m) => (m.name.clone(), m.url.clone(), m.signed, m.token_env.clone()),
+            None => (spec.to_string(), spec.to_string(), true, None),
+        };
+        let store = Store::open(&url, &self.store_options(token_env.as_deref())).map_err(|e| {
+            Failure::usage(format!(
+                "mirror `{spec}`: {e}; give a URL (file://, http://, https://), a path, or a mirror name from the config"
+            ))
+        })?;
+        Ok(Mirror {
+            name: if name == url { store.display_url() } else { name },
+            url: store.display_url(),
+            store,
+            signed,
+        })
+    }
+
+    /// The mirrors a command reads: `--mirror` values, else the config's mirrors.
+    pub fn mirrors(&self, args: &MirrorArgs) -> Result<Vec<Mirror>, Failure> {
+        let names: Vec<String> = if args.mirrors.is_empty() {
+            self.config.mirrors.iter().map(|m| m.name.clone()).collect()
+        } else {
+            args.mirrors.clone()
+        };
+        if names.is_empty() {
+            return Err(Failure::usage(
+                "no mirror given: pass --mirror URL|PATH|NAME or add a [[mirror]] to the config file",
+            ));
+        }
+        names.iter().map(|n| self.open_mirror(n)).collect()
+    }
+
+    pub fn index_cache(&self) -> IndexCache {
+        IndexCache::new(self.paths.index_cache_dir())
+    }
+
+    pub async fn catalog(&self, args: &MirrorArgs) -> Result<Catalog, Failure> {
+        let mirrors = self.mirrors(args)?;
+        Ok(Catalog::load(mirrors, &self.index_cache()).await?)
+    }
+
+    /// Builtin keys and pins, pins and key files from the config, and the user keyring.
+    pub fn keyring(&self) -> Result<Keyring, Failure> {
+        let mut ring = Keyring::builtin();
+        for fpr in &self.config.trust.pinned {
+            ring.pin(fpr);
+        }
+        for file in &self.config.trust.keys {
+            let bytes = std::fs::read(file).map_err(|e| {
+                Failure::new(
+                    exit::FAILURE,
+                    format!("cannot read key file {} named in the config: {e}", file.display()),
+                )
+            })?;
+            ring.add_armored(&bytes, &file.display().to_string())?;
+        }
+        self.user_keyring().load_into(&mut ring)?;
+        Ok(ring)
+    }
+
+    pub fn user_keyring(&self) -> UserKeyring {
+        UserKeyring::new(self.paths.keys_dir.clone())
+    }
+
+    pub fn trust(&self) -> Result<TrustContext, Failure> {
+        Ok(TrustContext::new(self.keyring()?, self.global.allow_unsigned))
+    }
+
+    pub fn blob_cache_path(&self, algorithm: &str, digest: &str) -> PathBuf {
+        self.paths
+            .blob_cache_dir()
+            .join(algorithm)
+            .join(digest.get(..2).unwrap_or(digest))
+            .join(digest)
+    }
+}
+
+/// Parse a query given as one or several words.
+pub fn parse_query(words: &[String]) -> Result<Query, Failure> {
+    let text = words.join(" ");
+    Query::parse(&text).map_err(|e| Failure::usage(format!("invalid query `{text}`: {e}")))
+}

@@ -1,0 +1,225 @@
+//! An install root: `<root>/.sf-cache/` holds its lock, its settings (the projection, fixed at the
+//! first install so prefixes never move) and the staging area on the same filesystem.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use fs4::fs_std::FileExt;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use super::projection::{Projection, ProjectionError};
+use super::receipt::{Receipt, RECEIPT_FILE};
+use crate::spec::Spec;
+
+pub const STATE_DIR: &str = ".sf-cache";
+
+#[derive(Debug, Error)]
+pub enum RootError {
+    #[error("install root {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("install root {path} was set up with projection `{existing}`, not `{requested}`; use the same projection or another root")]
+    ProjectionMismatch {
+        path: PathBuf,
+        existing: String,
+        requested: String,
+    },
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    #[error("install root {path} has unreadable settings ({reason}); fix or remove {path}/.sf-cache/root.json")]
+    Settings { path: PathBuf, reason: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RootSettings {
+    projection: String,
+}
+
+/// An opened, locked install root.
+#[derive(Debug)]
+pub struct InstallRoot {
+    pub dir: PathBuf,
+    pub projection: Projection,
+    _lock: File,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RootError + '_ {
+    move |source| RootError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl InstallRoot {
+    /// Open (creating when asked) and lock a root. A second process waits for the lock and says
+    /// who holds it.
+    pub fn open(
+        dir: &Path,
+        requested: Option<&Projection>,
+        create: bool,
+    ) -> Result<InstallRoot, RootError> {
+        if create {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let dir = std::fs::canonicalize(dir).map_err(io(dir))?;
+        let state = dir.join(STATE_DIR);
+        std::fs::create_dir_all(state.join("staging")).map_err(io(&state))?;
+        let lock_path = state.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        if !lock.try_lock_exclusive().map_err(io(&lock_path))? {
+            let owner = std::fs::read_to_string(state.join("lock.owner")).unwrap_or_default();
+            info!(
+                "waiting for the lock on {} (held by {})",
+                dir.display(),
+                if owner.trim().is_empty() { "another sf-cache" } else { owner.trim() }
+            );
+            lock.lock_exclusive().map_err(io(&lock_path))?;
+        }
+        let _ = std::fs::write(
+            state.join("lock.owner"),
+            format!("sf-cache pid {}\n", std::process::id()),
+        );
+        let settings_path = state.join("root.json");
+        let projection = match std::fs::read(&settings_path) {
+            Ok(bytes) => {
+                let s: RootSettings =
+                    serde_json::from_slice(&bytes).map_err(|e| RootError::Settings {
+                        path: dir.clone(),
+                        reason: e.to_string(),
+                    })?;
+                let existing = Projection::parse(&s.projection)?;
+                if let Some(req) = requested {
+                    if req != &existing {
+                        return Err(RootError::ProjectionMismatch {
+                            path: dir.clone(),
+                            existing: existing.as_str().to_string(),
+                            requested: req.as_str().to_string(),
+                        });
+                    }
+                }
+                existing
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let p = requested.cloned().unwrap_or_default();
+                let bytes = serde_json::to_vec_pretty(&RootSettings {
+                    projection: p.as_str().to_string(),
+                })
+                .unwrap_or_default();
+                write_atomic(&settings_path, &bytes).map_err(io(&settings_path))?;
+                p
+            }
+            Err(e) => return Err(io(&settings_path)(e)),
+        };
+        let root = InstallRoot {
+            dir,
+            projection,
+            _lock: lock,
+        };
+        root.clean_staging();
+        Ok(root)
+    }
+
+    /// The prefix of `spec` in this root.
+    pub fn prefix_of(&self, spec: &Spec) -> PathBuf {
+        self.dir.join(self.projection.render(spec))
+    }
+
+    pub fn staging_dir(&self) -> PathBuf {
+        self.dir.join(STATE_DIR).join("staging")
+    }
+
+    /// Leftovers of interrupted installs: never visible as packages, removed on the next run.
+    fn clean_staging(&self) {
+        let staging = self.staging_dir();
+        if let Ok(rd) = std::fs::read_dir(&staging) {
+            for e in rd.flatten() {
+                let p = e.path();
+                warn!("removing the leftover of an interrupted install: {}", p.display());
+                let _ = make_writable_and_remove(&p);
+            }
+        }
+    }
+
+    /// Every package installed here, by reading the receipts at projection depth.
+    pub fn installed(&self) -> Vec<(PathBuf, Receipt)> {
+        let depth = self.projection.as_str().split('/').count();
+        let mut dirs = vec![self.dir.clone()];
+        for _ in 0..depth {
+            let mut next = Vec::new();
+            for d in dirs {
+                if let Ok(rd) = std::fs::read_dir(&d) {
+                    for e in rd.flatten() {
+                        let name = e.file_name();
+                        if name.to_string_lossy().starts_with('.') {
+                            continue;
+                        }
+                        if e.file_type().is_ok_and(|t| t.is_dir()) {
+                            next.push(e.path());
+                        }
+                    }
+                }
+            }
+            dirs = next;
+        }
+        let mut out: Vec<(PathBuf, Receipt)> = dirs
+            .into_iter()
+            .filter(|d| d.join(RECEIPT_FILE).is_file())
+            .filter_map(|d| match Receipt::read(&d) {
+                Ok(r) => Some((d, r)),
+                Err(e) => {
+                    warn!("{e}");
+                    None
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.1.name.cmp(&b.1.name).then(a.1.version.cmp(&b.1.version)));
+        out
+    }
+}
+
+/// Write a small file atomically: temp file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Remove a tree even where the archive left directories without write permission.
+pub fn make_writable_and_remove(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            fn walk(p: &Path) {
+                if let Ok(md) = std::fs::symlink_metadata(p) {
+                    if md.is_dir() {
+                        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
+                        if let Ok(rd) = std::fs::read_dir(p) {
+                            for e in rd.flatten() {
+                                walk(&e.path());
+                            }
+                        }
+                    }
+                }
+            }
+            walk(path);
+            std::fs::remove_dir_all(path)
+        }
+    }
+}
