@@ -226,6 +226,12 @@ fn crc24(data: &[u8]) -> u32 {
     crc & 0x00FF_FFFF
 }
 
+/// CRC-24 for tests in the parent module.
+#[cfg(test)]
+pub(crate) fn tests_crc24(data: &[u8]) -> u32 {
+    crc24(data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -578,8 +578,7 @@ const MAX_LINE: usize = 19_995;
 /// Clearsigns `data` with the (first valid) signing key of `secret_armored`, SHA-512, in a shape
 /// that both `gpg --verify` and Spack's regex extraction accept. `data` must be UTF-8 text with
 /// no line starting with `-` (Spack does not undo dash-escaping) and lines shorter than 19 995
-/// bytes. The verified payload of the result equals `data` minus trailing whitespace on lines and
-/// minus one final newline.
+/// bytes. The verified payload of the result equals `data` minus trailing whitespace on lines.
 pub fn clearsign(secret_armored: &[u8], passphrase: Option<&str>, data: &[u8]) -> Result<Vec<u8>> {
     for (i, line) in data.split(|&b| b == b'\n').enumerate() {
         if line.starts_with(b"-") {
