@@ -19,8 +19,15 @@ fn main() {
     let mut out = String::from("pub(crate) static BUILTIN_KEYS: &[(&str, &[u8])] = &[\n");
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
-        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        out.push_str(&format!("    ({:?}, include_bytes!({:?})),\n", name, f.display().to_string()));
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "    ({:?}, include_bytes!({:?})),\n",
+            name,
+            f.display().to_string()
+        ));
     }
     out.push_str("];\n");
 

@@ -169,7 +169,9 @@ pub(crate) fn parse(input: &[u8]) -> Result<Cleartext, String> {
     if saw_end {
         for l in it {
             if trim_ascii(l).starts_with(b"-----BEGIN PGP") {
-                return Err("more than one armored block (only one signed message is allowed)".into());
+                return Err(
+                    "more than one armored block (only one signed message is allowed)".into(),
+                );
             }
         }
     }
@@ -242,7 +244,9 @@ mod tests {
     fn with_crc(body: &str) -> String {
         let crc = crc24(&[0, 1, 2]).to_be_bytes();
         let crc = BASE64.encode(&crc[1..4]);
-        format!("{body}-----BEGIN PGP SIGNATURE-----\n\nAAEC\n={crc}\n-----END PGP SIGNATURE-----\n")
+        format!(
+            "{body}-----BEGIN PGP SIGNATURE-----\n\nAAEC\n={crc}\n-----END PGP SIGNATURE-----\n"
+        )
     }
 
     #[test]

@@ -17,8 +17,7 @@ use sequoia_openpgp as openpgp;
 use openpgp::cert::amalgamation::ValidAmalgamation;
 use openpgp::cert::{Cert, CertParser};
 use openpgp::parse::stream::{
-    DetachedVerifierBuilder, MessageLayer, MessageStructure, VerificationError,
-    VerificationHelper,
+    DetachedVerifierBuilder, MessageLayer, MessageStructure, VerificationError, VerificationHelper,
 };
 use openpgp::parse::Parse;
 use openpgp::policy::{HashAlgoSecurity, StandardPolicy};
@@ -60,7 +59,9 @@ pub enum TrustError {
     #[error("invalid key fingerprint {0:?}: expected 40 hexadecimal digits as printed by `gpg --list-keys --with-colons`")]
     InvalidFingerprint(String),
     /// The text is not a (well-formed) cleartext signature.
-    #[error("not a valid OpenPGP cleartext signature: {0}; re-sign the file with `gpg --clearsign`")]
+    #[error(
+        "not a valid OpenPGP cleartext signature: {0}; re-sign the file with `gpg --clearsign`"
+    )]
     Malformed(String),
     /// No usable signing key in a secret key file.
     #[error("secret key {fingerprint} has no usable signing key ({reason}); create one with `gpg --quick-add-key FPR rsa4096 sign`")]
@@ -151,7 +152,10 @@ impl Verification {
 /// resistance is needed (keys' self-signatures and bindings), as older gpg keys use it.
 fn policy() -> StandardPolicy<'static> {
     let mut p = StandardPolicy::new();
-    p.accept_hash_property(HashAlgorithm::SHA1, HashAlgoSecurity::SecondPreImageResistance);
+    p.accept_hash_property(
+        HashAlgorithm::SHA1,
+        HashAlgoSecurity::SecondPreImageResistance,
+    );
     p
 }
 
@@ -265,10 +269,7 @@ impl Keyring {
     /// `source` names the origin in messages (e.g. a file name).
     pub fn add_armored(&mut self, bytes: &[u8], source: &str) -> Result<Vec<KeyInfo>> {
         let certs = parse_certs(bytes, source)?;
-        certs
-            .into_iter()
-            .map(|c| self.insert(c, source))
-            .collect()
+        certs.into_iter().map(|c| self.insert(c, source)).collect()
     }
 
     /// Adds only the certificates whose primary fingerprint is pinned; returns those added.
@@ -289,14 +290,18 @@ impl Keyring {
     fn insert(&mut self, cert: Cert, source: &str) -> Result<KeyInfo> {
         let fpr = cert.fingerprint().to_hex();
         let cert = match self.certs.remove(&fpr) {
-            Some(old) => old.cert.merge_public(cert).map_err(|e| TrustError::InvalidKey {
-                source_name: source.to_string(),
-                reason: e.to_string(),
-            })?,
+            Some(old) => old
+                .cert
+                .merge_public(cert)
+                .map_err(|e| TrustError::InvalidKey {
+                    source_name: source.to_string(),
+                    reason: e.to_string(),
+                })?,
             None => cert.strip_secret_key_material(),
         };
         for k in cert.keys() {
-            self.handles.insert(k.key().fingerprint().to_hex(), fpr.clone());
+            self.handles
+                .insert(k.key().fingerprint().to_hex(), fpr.clone());
             self.handles.insert(k.key().keyid().to_hex(), fpr.clone());
         }
         let info = key_info(&cert)?;
@@ -373,7 +378,13 @@ impl Keyring {
         };
         let parsed = match cleartext::parse(text) {
             Ok(p) => p,
-            Err(e) => return bad(format!("malformed cleartext signature: {e}"), None, Vec::new()),
+            Err(e) => {
+                return bad(
+                    format!("malformed cleartext signature: {e}"),
+                    None,
+                    Vec::new(),
+                )
+            }
         };
         let policy = policy();
         let helper = Helper {
@@ -399,7 +410,11 @@ impl Keyring {
             }
         };
         if outcomes.is_empty() {
-            return bad("no signature in the signature block".into(), None, parsed.text);
+            return bad(
+                "no signature in the signature block".into(),
+                None,
+                parsed.text,
+            );
         }
 
         // GnuPG refuses a signature whose hash algorithm is not announced in `Hash:`.
@@ -510,9 +525,10 @@ impl VerificationHelper for Helper<'_> {
                         Outcome {
                             kind: OutcomeKind::Good,
                             fingerprint: Some(good.ka.cert().fingerprint().to_hex()),
-                            user_id: vc.primary_userid().ok().map(|u| {
-                                String::from_utf8_lossy(u.userid().value()).into_owned()
-                            }),
+                            user_id: vc
+                                .primary_userid()
+                                .ok()
+                                .map(|u| String::from_utf8_lossy(u.userid().value()).into_owned()),
                             hash_name: hash_name(good.sig.hash_algo()),
                             detail: None,
                         }

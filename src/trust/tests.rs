@@ -53,7 +53,11 @@ fn files_with_suffix(dir: &Path, suffix: &str, out: &mut Vec<PathBuf>) {
 fn signed_files() -> Vec<PathBuf> {
     let f = fixtures_dir();
     let mut out = Vec::new();
-    files_with_suffix(&f.join("spack-v3/v3/manifests/spec"), ".spec.manifest.json", &mut out);
+    files_with_suffix(
+        &f.join("spack-v3/v3/manifests/spec"),
+        ".spec.manifest.json",
+        &mut out,
+    );
     files_with_suffix(&f.join("spack-v2/build_cache"), ".spec.json.sig", &mut out);
     out.sort();
     assert!(out.len() >= 5, "expected signed fixtures, found {out:?}");
@@ -133,7 +137,9 @@ fn parse_keys_matches_gpg_show_keys() {
     assert_eq!(keys.len(), 1);
     let k = &keys[0];
     assert_eq!(k.fingerprint.len(), 40);
-    assert!(k.armored.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+    assert!(k
+        .armored
+        .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"));
     assert!(k.user_ids.iter().any(|u| u.contains("sf-cache fixture")));
     let out = Command::new("gpg")
         .args(["--show-keys", "--with-colons"])
@@ -157,7 +163,10 @@ fn parse_keys_matches_gpg_show_keys() {
 
 #[test]
 fn parse_keys_errors() {
-    assert!(matches!(parse_keys(b""), Err(TrustError::NoKeys { .. }) | Err(TrustError::InvalidKey { .. })));
+    assert!(matches!(
+        parse_keys(b""),
+        Err(TrustError::NoKeys { .. }) | Err(TrustError::InvalidKey { .. })
+    ));
     let e = parse_keys(b"hello world").unwrap_err().to_string();
     assert!(e.contains("gpg --armor --export"), "{e}");
     assert!(!e.contains('\n'));
@@ -173,7 +182,13 @@ fn good_signatures_on_all_fixtures() {
     for f in signed_files() {
         let text = read(&f);
         let v = k.verify_cleartext(&text);
-        assert_eq!(v.status, SignatureStatus::Good, "{}: {:?}", f.display(), v.detail);
+        assert_eq!(
+            v.status,
+            SignatureStatus::Good,
+            "{}: {:?}",
+            f.display(),
+            v.detail
+        );
         assert_eq!(v.fingerprint.as_deref(), Some(fpr.as_str()));
         assert!(v.user_id.as_deref().unwrap().contains("sf-cache fixture"));
         // The payload is exactly the JSON, and it parses.
@@ -244,7 +259,8 @@ fn unknown_key() {
         .generate()
         .unwrap();
     let mut k = Keyring::default();
-    k.add_armored(&other.armored().to_vec().unwrap(), "other").unwrap();
+    k.add_armored(&other.armored().to_vec().unwrap(), "other")
+        .unwrap();
     let v = k.verify_cleartext(&read(&signed_files()[0]));
     assert_eq!(v.status, SignatureStatus::UnknownKey);
 }
@@ -287,22 +303,39 @@ fn gpg_framework_rules() {
     let k = fixture_keyring();
     let text = String::from_utf8(read(&signed_files()[0])).unwrap();
     let bad = |t: String| k.verify_cleartext(t.as_bytes()).status;
-    assert_eq!(bad(text.replace("Hash: SHA512", "Hash: SHA256")), SignatureStatus::Bad);
-    assert_eq!(bad(text.replace("Hash: SHA512\n", "")), SignatureStatus::Bad);
+    assert_eq!(
+        bad(text.replace("Hash: SHA512", "Hash: SHA256")),
+        SignatureStatus::Bad
+    );
+    assert_eq!(
+        bad(text.replace("Hash: SHA512\n", "")),
+        SignatureStatus::Bad
+    );
     assert_eq!(
         bad(text.replace("Hash: SHA512\n", "Hash: SHA512\nComment: x\n")),
         SignatureStatus::Bad
     );
-    assert_eq!(bad(text.replace("Hash: SHA512\n\n", "Hash: SHA512\n")), SignatureStatus::Bad);
+    assert_eq!(
+        bad(text.replace("Hash: SHA512\n\n", "Hash: SHA512\n")),
+        SignatureStatus::Bad
+    );
     assert_eq!(bad(format!("{text}{text}")), SignatureStatus::Bad);
     // Accepted, as by gpg: a list of hashes, trailing whitespace, CRLF, trailing garbage.
     assert_eq!(
         bad(text.replace("Hash: SHA512", "Hash: SHA256, SHA512")),
         SignatureStatus::Good
     );
-    assert_eq!(bad(text.replace("\"version\"", "\"version\"").replace(",\n", ", \t\n")), SignatureStatus::Good);
+    assert_eq!(
+        bad(text
+            .replace("\"version\"", "\"version\"")
+            .replace(",\n", ", \t\n")),
+        SignatureStatus::Good
+    );
     assert_eq!(bad(text.replace('\n', "\r\n")), SignatureStatus::Good);
-    assert_eq!(bad(format!("{text}trailing words\n")), SignatureStatus::Good);
+    assert_eq!(
+        bad(format!("{text}trailing words\n")),
+        SignatureStatus::Good
+    );
     // A leading blank line: not a clearsigned text for Spack (`startswith` check).
     assert_eq!(bad(format!("\n{text}")), SignatureStatus::Unsigned);
 }
@@ -335,7 +368,10 @@ fn clearsign_roundtrip_sequoia() {
     for data in [&b"{\n\"a\":1,\n\"b\":\"x\"\n}"[..], b"{\n\"a\":1\n}\n", b""] {
         let signed = clearsign(&secret_key(), None, data).unwrap();
         let s = String::from_utf8(signed.clone()).unwrap();
-        assert!(s.starts_with("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n"), "{s}");
+        assert!(
+            s.starts_with("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n"),
+            "{s}"
+        );
         assert_eq!(s.matches("Hash:").count(), 1);
         let v = k.verify_cleartext(&signed);
         assert!(v.is_good(), "{:?}", v.detail);
@@ -350,7 +386,9 @@ fn clearsign_roundtrip_sequoia() {
         }
     }
     // Refusals, each a one-line message.
-    let e = clearsign(&secret_key(), None, b"{\n-x\n}").unwrap_err().to_string();
+    let e = clearsign(&secret_key(), None, b"{\n-x\n}")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("line 2") && !e.contains('\n'), "{e}");
     let long = vec![b'a'; 20_000];
     assert!(clearsign(&secret_key(), None, &long).is_err());
@@ -432,7 +470,11 @@ fn user_keyring_on_disk() {
     uk.add_file(&fixtures_dir().join("keys/sf-cache-fixture.pub.asc"))
         .unwrap();
     assert_eq!(uk.list().unwrap().len(), 1);
-    assert_eq!(std::fs::read_dir(&uk.dir).unwrap().count(), 1, "no temp files left");
+    assert_eq!(
+        std::fs::read_dir(&uk.dir).unwrap().count(),
+        1,
+        "no temp files left"
+    );
 
     let mut k = Keyring::default();
     uk.load_into(&mut k).unwrap();
@@ -442,7 +484,10 @@ fn user_keyring_on_disk() {
     let junk = dir.path().join("junk.txt");
     std::fs::write(&junk, "not a key").unwrap();
     let e = uk.add_file(&junk).unwrap_err().to_string();
-    assert!(e.contains("junk.txt") && e.contains("gpg --armor --export"), "{e}");
+    assert!(
+        e.contains("junk.txt") && e.contains("gpg --armor --export"),
+        "{e}"
+    );
     // A corrupt file in the keyring is reported by name.
     std::fs::write(uk.dir.join("broken.asc"), "garbage").unwrap();
     let e = uk.list().unwrap_err().to_string();
@@ -463,7 +508,10 @@ mod gpg {
 
     impl GpgHome {
         fn new() -> Self {
-            let d = tempfile::Builder::new().prefix("sfgpg").tempdir_in("/tmp").unwrap();
+            let d = tempfile::Builder::new()
+                .prefix("sfgpg")
+                .tempdir_in("/tmp")
+                .unwrap();
             GpgHome(d)
         }
         fn cmd(&self) -> Command {
@@ -474,7 +522,11 @@ mod gpg {
         }
         fn import(&self, key: &Path) {
             let st = self.cmd().arg("--import").arg(key).output().unwrap();
-            assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+            assert!(
+                st.status.success(),
+                "{}",
+                String::from_utf8_lossy(&st.stderr)
+            );
         }
         fn verify(&self, text: &[u8]) -> bool {
             let f = self.0.path().join("msg.asc");
@@ -505,7 +557,11 @@ mod gpg {
         let manifest = extract_cleartext(&read(&signed_files()[0])).unwrap();
         for data in [&manifest[..], b"{\n\"a\":1\n}\n"] {
             let signed = clearsign(&secret_key(), None, data).unwrap();
-            assert!(h.verify(&signed), "gpg rejected:\n{}", String::from_utf8_lossy(&signed));
+            assert!(
+                h.verify(&signed),
+                "gpg rejected:\n{}",
+                String::from_utf8_lossy(&signed)
+            );
             assert!(fixture_keyring().verify_cleartext(&signed).is_good());
             assert!(!h.verify(&tamper_body(&signed)));
         }
@@ -538,7 +594,10 @@ mod gpg {
             .output()
             .unwrap();
         if !gen.status.success() {
-            panic!("gpg key generation: {}", String::from_utf8_lossy(&gen.stderr));
+            panic!(
+                "gpg key generation: {}",
+                String::from_utf8_lossy(&gen.stderr)
+            );
         }
         let export = h.cmd().args(["--armor", "--export"]).output().unwrap();
         let data = h.0.path().join("data.json");
@@ -551,7 +610,18 @@ mod gpg {
             .arg(&data)
             .output()
             .unwrap();
-        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        // The key really has SHA-1 self-signatures: the unrelaxed standard policy rejects it.
+        let cert = Cert::from_bytes(&export.stdout).unwrap();
+        let strict = StandardPolicy::new();
+        assert!(cert
+            .with_policy(&strict, None)
+            .and_then(|vc| vc.primary_userid().map(|_| ()))
+            .is_err());
         let mut k = Keyring::default();
         k.add_armored(&export.stdout, "old").unwrap();
         let v = k.verify_cleartext(&read(&out));

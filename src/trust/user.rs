@@ -4,7 +4,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{normalize_fingerprint, parse_certs, key_info, KeyInfo, Keyring, Result, TrustError};
+use super::{key_info, normalize_fingerprint, parse_certs, KeyInfo, Keyring, Result, TrustError};
 
 /// A directory of trusted public keys (`<FPR>.asc`), e.g. `$SF_CACHE_HOME/keys`.
 #[derive(Debug, Clone, PartialEq, Eq)]
