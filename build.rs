@@ -1,8 +1,46 @@
-//! Build information for `sf-cache --version`.
-
-use std::process::Command;
+//! Build-time inputs: the OpenPGP public keys shipped in `keys/*.asc` (embedded into the binary, see
+//! `src/trust/mod.rs`, `Keyring::builtin`) and build information for `sf-cache --version`.
+use std::{env, fs, path::PathBuf, process::Command};
 
 fn main() {
+    embed_keys();
+    build_info();
+}
+
+fn embed_keys() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let keys_dir = manifest_dir.join("keys");
+    println!("cargo:rerun-if-changed={}", keys_dir.display());
+
+    let mut files: Vec<PathBuf> = match fs::read_dir(&keys_dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "asc") && p.is_file())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+
+    let mut out = String::from("pub(crate) static BUILTIN_KEYS: &[(&str, &[u8])] = &[\n");
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "    ({:?}, include_bytes!({:?})),\n",
+            name,
+            f.display().to_string()
+        ));
+    }
+    out.push_str("];\n");
+
+    let out_path = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR")).join("builtin_keys.rs");
+    fs::write(&out_path, out).expect("write builtin_keys.rs");
+}
+
+fn build_info() {
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
@@ -15,12 +53,11 @@ fn main() {
     println!("cargo:rustc-env=SF_CACHE_GIT_COMMIT={commit}");
     println!(
         "cargo:rustc-env=SF_CACHE_BUILD_TARGET={}",
-        std::env::var("TARGET").unwrap_or_default()
+        env::var("TARGET").unwrap_or_default()
     );
     println!(
         "cargo:rustc-env=SF_CACHE_BUILD_PROFILE={}",
-        std::env::var("PROFILE").unwrap_or_default()
+        env::var("PROFILE").unwrap_or_default()
     );
     println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=build.rs");
 }
