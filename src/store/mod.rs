@@ -1,1 +1,449 @@
-//! store (placeholder until its module lands)
+//! Object stores: local directories (`/path`, `file://`) and HTTP(S) servers.
+//!
+//! [`Store`] is a cheap-to-clone enum over backends; an S3 backend slots in as one more variant
+//! (`s3://` is recognised and answered with [`StoreError::Unsupported`] for now).
+//!
+//! Paths given to the methods (`rel`) are relative, `/`-separated object keys such as
+//! `blobs/sha256/ab/abcd…`; `..`, absolute paths and empty segments are refused.
+//!
+//! Credentials (bearer token, netrc password, URL userinfo) are never logged and never appear
+//! in `Debug` output, [`Store::display_url`] or error messages.
+
+mod file;
+mod http;
+pub mod netrc;
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+pub use file::FileStore;
+pub use http::HttpStore;
+
+/// A boxed stream of body chunks.
+pub type BoxStream<'a, T> = Pin<Box<dyn Stream<Item = T> + Send + 'a>>;
+
+/// Errors of object store operations. Every message names the object and hints at the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// 404/410 over HTTP, ENOENT on disk.
+    #[error("{url}: not found (check the mirror URL and that the object was published)")]
+    NotFound { url: String },
+    /// Any other non-success HTTP status.
+    #[error("{url}: HTTP status {status} (check the mirror URL and credentials, or retry later)")]
+    Http { url: String, status: u16 },
+    /// Connection refused/reset, TLS failure, body cut short, …
+    #[error("{url}: network error: {reason} (check the network, proxy and CA settings)")]
+    Network { url: String, reason: String },
+    /// Connect or read timeout.
+    #[error("{url}: timed out (the server is slow or unreachable; raise the timeout or retry)")]
+    Timeout { url: String },
+    /// Local file system error.
+    #[error("{}: {source} (check the path and its permissions)", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Operation or location kind not supported by this backend.
+    #[error("{what} is not supported")]
+    Unsupported { what: String },
+    /// The store location (or an object path) cannot be used.
+    #[error("invalid store location {location:?}: {reason}")]
+    InvalidLocation { location: String, reason: String },
+}
+
+impl StoreError {
+    /// True for errors worth retrying: network errors, timeouts, HTTP 408/425/429 and 5xx.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Network { .. } | StoreError::Timeout { .. } => true,
+            StoreError::Http { status, .. } => {
+                matches!(*status, 408 | 425 | 429) || (500..=599).contains(status)
+            }
+            _ => false,
+        }
+    }
+
+    /// True for [`StoreError::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+/// Options for opening a store (only the HTTP backend uses most of them).
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Extra CA bundle (PEM) trusted in addition to the system roots. `SSL_CERT_FILE` is also
+    /// merged when set.
+    pub ca_cert: Option<PathBuf>,
+    /// Bearer token value (the caller reads it from the environment variable named in config).
+    pub bearer_token: Option<String>,
+    /// netrc file; `None` = `$NETRC` or `~/.netrc`. Basic auth is sent only to the matching host.
+    pub netrc_path: Option<PathBuf>,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Maximum time between two reads of a response (not a total timeout: blobs can be large).
+    pub read_timeout: Duration,
+    /// Retries (after the first attempt) of `get_bytes`/`head` on retryable errors.
+    pub retries: u32,
+    /// First backoff delay; doubled at each retry (capped at 10 s), with up to +50 % jitter.
+    pub backoff_base: Duration,
+    /// `User-Agent` header.
+    pub user_agent: String,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            ca_cert: None,
+            bearer_token: None,
+            netrc_path: None,
+            connect_timeout: Duration::from_secs(15),
+            read_timeout: Duration::from_secs(60),
+            retries: 3,
+            backoff_base: Duration::from_millis(250),
+            user_agent: concat!("sf-cache/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("ca_cert", &self.ca_cert)
+            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "***"))
+            .field("netrc_path", &self.netrc_path)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("retries", &self.retries)
+            .field("backoff_base", &self.backoff_base)
+            .field("user_agent", &self.user_agent)
+            .finish()
+    }
+}
+
+/// Metadata of an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub len: Option<u64>,
+    pub etag: Option<String>,
+}
+
+/// A streamed object body.
+pub struct ObjectStream {
+    /// Length of the whole object when known.
+    pub total_len: Option<u64>,
+    /// Offset the stream actually starts at (0 when a server ignored the Range request).
+    pub offset: u64,
+    pub stream: BoxStream<'static, Result<Bytes, StoreError>>,
+}
+
+impl std::fmt::Debug for ObjectStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStream")
+            .field("total_len", &self.total_len)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The kind of backend behind a [`Store`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    File,
+    Http,
+    S3,
+}
+
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreKind::File => "file",
+            StoreKind::Http => "http",
+            StoreKind::S3 => "s3",
+        })
+    }
+}
+
+/// An object store. Cheap to clone (`Arc` inside), `Send + Sync`.
+#[derive(Clone, Debug)]
+pub enum Store {
+    File(FileStore),
+    Http(HttpStore),
+}
+
+impl Store {
+    /// Open a store: a plain path, `file://…`, `http://…` or `https://…`.
+    pub fn open(location: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
+        let invalid = |reason: &str| StoreError::InvalidLocation {
+            location: redact_location(location),
+            reason: reason.to_string(),
+        };
+        let trimmed = location.trim();
+        if trimmed.is_empty() {
+            return Err(invalid(
+                "empty location; give a directory or an http(s):// URL",
+            ));
+        }
+        let lower = trimmed.to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            return Ok(Store::Http(HttpStore::open(trimmed, opts)?));
+        }
+        if lower.starts_with("s3://") {
+            return Err(StoreError::Unsupported {
+                what: format!("S3 store {}", redact_location(trimmed)),
+            });
+        }
+        if lower.starts_with("file://") {
+            let url = url::Url::parse(trimmed).map_err(|e| invalid(&e.to_string()))?;
+            let path = url
+                .to_file_path()
+                .map_err(|_| invalid("file:// URL must name a local absolute path"))?;
+            return Ok(Store::File(FileStore::new(path)));
+        }
+        if let Some((scheme, _)) = trimmed.split_once("://") {
+            return Err(StoreError::Unsupported {
+                what: format!("URL scheme {scheme:?} (use a path, file://, http:// or https://)"),
+            });
+        }
+        Ok(Store::File(FileStore::new(PathBuf::from(trimmed))))
+    }
+
+    /// Location for humans and logs; never contains credentials.
+    pub fn display_url(&self) -> String {
+        match self {
+            Store::File(s) => s.display_url(),
+            Store::Http(s) => s.display_url(),
+        }
+    }
+
+    /// The backend kind.
+    pub fn kind(&self) -> StoreKind {
+        match self {
+            Store::File(_) => StoreKind::File,
+            Store::Http(_) => StoreKind::Http,
+        }
+    }
+
+    /// The display URL of one object.
+    pub fn object_url(&self, rel: &str) -> String {
+        format!("{}/{}", self.display_url(), rel.trim_start_matches('/'))
+    }
+
+    /// Whole object in memory (for small objects: manifests, index, keys).
+    pub async fn get_bytes(&self, rel: &str) -> Result<Bytes, StoreError> {
+        match self {
+            Store::File(s) => s.get_bytes(rel).await,
+            Store::Http(s) => s.get_bytes(rel).await,
+        }
+    }
+
+    /// Stream an object from `offset` (a Range request over HTTP when `offset > 0`).
+    pub async fn get_stream(&self, rel: &str, offset: u64) -> Result<ObjectStream, StoreError> {
+        match self {
+            Store::File(s) => s.get_stream(rel, offset).await,
+            Store::Http(s) => s.get_stream(rel, offset).await,
+        }
+    }
+
+    /// Metadata, or `None` when the object does not exist.
+    pub async fn head(&self, rel: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        match self {
+            Store::File(s) => s.head(rel).await,
+            Store::Http(s) => s.head(rel).await,
+        }
+    }
+
+    /// Whether the object exists.
+    pub async fn exists(&self, rel: &str) -> Result<bool, StoreError> {
+        Ok(self.head(rel).await?.is_some())
+    }
+
+    /// All object paths under `prefix` (recursive, sorted, relative to the store root, so they
+    /// can be passed back to `get_*`). A missing prefix gives an empty list. HTTP: Unsupported.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::File(s) => s.list(prefix).await,
+            Store::Http(s) => Err(StoreError::Unsupported {
+                what: format!("listing objects of HTTP store {}", s.display_url()),
+            }),
+        }
+    }
+
+    /// Write an object atomically (temp file in the same dir, fsync, rename).
+    pub async fn put_bytes(&self, rel: &str, bytes: Bytes) -> Result<(), StoreError> {
+        match self {
+            Store::File(s) => s.put_bytes(rel, bytes).await,
+            Store::Http(s) => Err(StoreError::Unsupported {
+                what: format!("writing to HTTP store {}", s.display_url()),
+            }),
+        }
+    }
+
+    /// Copy a local file into the store atomically.
+    pub async fn put_file(&self, rel: &str, path: &std::path::Path) -> Result<(), StoreError> {
+        match self {
+            Store::File(s) => s.put_file(rel, path).await,
+            Store::Http(s) => Err(StoreError::Unsupported {
+                what: format!("writing to HTTP store {}", s.display_url()),
+            }),
+        }
+    }
+}
+
+/// Check an object key: relative, `/`-separated, no `.`/`..`/empty segments, no NUL/backslash.
+pub(crate) fn check_rel(rel: &str) -> Result<&str, StoreError> {
+    let bad = |reason: &str| StoreError::InvalidLocation {
+        location: rel.to_string(),
+        reason: reason.to_string(),
+    };
+    if rel.is_empty() {
+        return Err(bad("empty object path"));
+    }
+    if rel.starts_with('/') {
+        return Err(bad("object paths must be relative"));
+    }
+    if rel.contains('\0') || rel.contains('\\') {
+        return Err(bad("object paths must not contain NUL or backslash"));
+    }
+    if rel
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(bad(
+            "object paths must not contain empty, '.' or '..' segments",
+        ));
+    }
+    Ok(rel)
+}
+
+/// Same check but for a listing prefix, which may be empty or end with `/`.
+pub(crate) fn check_prefix(prefix: &str) -> Result<&str, StoreError> {
+    let p = prefix.trim_end_matches('/');
+    if p.is_empty() {
+        return Ok("");
+    }
+    check_rel(p)
+}
+
+/// Remove `user:password@` from a location before it is shown anywhere.
+pub(crate) fn redact_location(location: &str) -> String {
+    if let Ok(mut url) = url::Url::parse(location) {
+        if url.has_host() && (!url.username().is_empty() || url.password().is_some()) {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            return url.to_string();
+        }
+        return location.to_string();
+    }
+    // Not a URL: paths carry no credentials, but be careful with "scheme://user:pw@…" junk.
+    if let Some((scheme, rest)) = location.split_once("://") {
+        if let Some((_, host)) = rest.split_once('@') {
+            return format!("{scheme}://{host}");
+        }
+    }
+    location.to_string()
+}
+
+/// Delay before retry number `attempt` (0-based): base·2^attempt capped at 10 s, +0–50 % jitter.
+pub fn backoff_delay(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.min(16));
+    let capped = exp.min(Duration::from_secs(10));
+    let jitter: f64 = rand::random::<f64>() * 0.5;
+    capped + capped.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_kinds() {
+        let o = StoreOptions::default();
+        assert_eq!(Store::open("/tmp/x/", &o).unwrap().kind(), StoreKind::File);
+        assert_eq!(
+            Store::open("file:///tmp/x", &o).unwrap().display_url(),
+            "file:///tmp/x"
+        );
+        assert_eq!(
+            Store::open("http://h.example/a/b//", &o)
+                .unwrap()
+                .display_url(),
+            "http://h.example/a/b"
+        );
+        assert!(matches!(
+            Store::open("s3://bucket/x", &o),
+            Err(StoreError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            Store::open("ftp://h/x", &o),
+            Err(StoreError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            Store::open("  ", &o),
+            Err(StoreError::InvalidLocation { .. })
+        ));
+    }
+
+    #[test]
+    fn credentials_never_displayed() {
+        let o = StoreOptions {
+            bearer_token: Some("tok-SECRET".into()),
+            ..Default::default()
+        };
+        let s = Store::open("https://user:pa55word@h.example/cache/", &o).unwrap();
+        let shown = format!("{} {:?} {:?}", s.display_url(), s, o);
+        assert!(!shown.contains("pa55word"), "{shown}");
+        assert!(!shown.contains("tok-SECRET"), "{shown}");
+        assert!(!shown.contains("user:"), "{shown}");
+        let e = Store::open("s3://k:secretkey@bucket/x", &o).unwrap_err();
+        assert!(!e.to_string().contains("secretkey"), "{e}");
+    }
+
+    #[test]
+    fn rel_checks() {
+        assert!(check_rel("blobs/sha256/ab/abc").is_ok());
+        for bad in ["", "/abs", "a/../b", "a//b", "./a", "a\\b", "..", "a/"] {
+            assert!(check_rel(bad).is_err(), "{bad}");
+        }
+        assert_eq!(check_prefix("").unwrap(), "");
+        assert_eq!(check_prefix("v3/").unwrap(), "v3");
+        assert!(check_prefix("../x").is_err());
+    }
+
+    #[test]
+    fn retryable() {
+        let u = || "u".to_string();
+        assert!(StoreError::Http {
+            url: u(),
+            status: 503
+        }
+        .is_retryable());
+        assert!(StoreError::Http {
+            url: u(),
+            status: 429
+        }
+        .is_retryable());
+        assert!(!StoreError::Http {
+            url: u(),
+            status: 403
+        }
+        .is_retryable());
+        assert!(!StoreError::NotFound { url: u() }.is_retryable());
+        assert!(StoreError::Timeout { url: u() }.is_retryable());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let b = Duration::from_millis(100);
+        let d0 = backoff_delay(b, 0);
+        assert!(d0 >= b && d0 <= b.mul_f64(1.5));
+        let d3 = backoff_delay(b, 3);
+        assert!(d3 >= Duration::from_millis(800));
+        assert!(backoff_delay(b, 40) <= Duration::from_secs(15));
+    }
+}
