@@ -1,1 +1,3 @@
-//! install (placeholder until its module lands)
+//! install: unpack package tarballs safely and read their relocation metadata.
+pub mod buildinfo;
+pub mod unpack;
