@@ -311,3 +311,6 @@ fn dedupe_hardlinks(
 
 #[cfg(test)]
 pub(crate) mod test_support;
+
+#[cfg(test)]
+mod tests;
