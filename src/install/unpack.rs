@@ -702,6 +702,7 @@ impl<'o> Extractor<'o> {
             .map_err(io_err(&bd_path))?;
         let buildinfo = BuildInfo::parse(&text)?;
 
+        tracing::debug!(members = files.len(), staging = %staging.display(), "package unpacked");
         Ok(Unpacked {
             buildinfo,
             files,
