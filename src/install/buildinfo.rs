@@ -118,12 +118,12 @@ impl BuildInfo {
                 None => Ok(None),
                 Some(Value::Mapping(m)) => m
                     .iter()
-                    .map(|(k, v)| {
-                        match (scalar_string(untag(k)), scalar_string(untag(v))) {
+                    .map(
+                        |(k, v)| match (scalar_string(untag(k)), scalar_string(untag(v))) {
                             (Some(k), Some(v)) => Ok((k, v)),
                             _ => Err(wrong.clone()),
-                        }
-                    })
+                        },
+                    )
                     .collect::<Result<Vec<_>, _>>()
                     .map(Some),
                 Some(_) => Err(wrong),
@@ -185,16 +185,27 @@ mod tests {
     #[test]
     fn flow_style() {
         let bi = BuildInfo::parse(FLOW.as_bytes()).unwrap();
-        assert_eq!(bi.sbang_install_path.as_deref(), Some("/tmp/b/opt/bin/sbang"));
+        assert_eq!(
+            bi.sbang_install_path.as_deref(),
+            Some("/tmp/b/opt/bin/sbang")
+        );
         assert_eq!(bi.buildpath, "/tmp/b/opt/__spack_path_placeholder__/__sp");
         assert_eq!(bi.spackprefix.as_deref(), Some("/tmp/b/spack"));
         assert!(bi.hardlinks_deduped);
         let h2p = bi.hash_to_prefix.as_ref().unwrap();
         assert_eq!(h2p.len(), 2);
         assert_eq!(h2p[0].0, "pgvza7iamblnpepta3jh2thtyfktejqr");
-        assert!(h2p[1].1.ends_with("libgreet-1.2.0-2upkbtnnkl4ztegz36plrhvvzftkoxxu"));
-        assert_eq!(bi.relocate_binaries, ["bin/greet", "libexec/greet/greet-sh"]);
-        assert_eq!(bi.relocate_links, ["bin/greet-abs", "lib/libgreet-alias.so"]);
+        assert!(h2p[1]
+            .1
+            .ends_with("libgreet-1.2.0-2upkbtnnkl4ztegz36plrhvvzftkoxxu"));
+        assert_eq!(
+            bi.relocate_binaries,
+            ["bin/greet", "libexec/greet/greet-sh"]
+        );
+        assert_eq!(
+            bi.relocate_links,
+            ["bin/greet-abs", "lib/libgreet-alias.so"]
+        );
         assert_eq!(
             bi.relocate_textfiles,
             ["bin/greet-wrapper", "share/greet/paths-hardlink.txt"]
@@ -245,8 +256,8 @@ some_future_key: {nested: [1, 2]}
 
     #[test]
     fn minimal_and_null_fields() {
-        let bi = BuildInfo::parse(b"buildpath: /opt/x\nrelocate_links: null\nspackprefix: ~\n")
-            .unwrap();
+        let bi =
+            BuildInfo::parse(b"buildpath: /opt/x\nrelocate_links: null\nspackprefix: ~\n").unwrap();
         assert_eq!(bi.buildpath, "/opt/x");
         assert_eq!(bi.hash_to_prefix, None);
         assert_eq!(bi.spackprefix, None);
