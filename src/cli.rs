@@ -77,7 +77,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Spec query, e.g. `greet@2.1 %gcc@12`.
-    #[arg(value_name = "QUERY", num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(value_name = "QUERY", num_args = 0..)]
     pub query: Vec<String>,
     #[command(flatten)]
     pub mirrors: MirrorArgs,
@@ -89,7 +89,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// Spec query, e.g. `slurm@25.11 %gcc@13.4.0 +gpu` or `/hashprefix`.
-    #[arg(value_name = "QUERY", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(value_name = "QUERY", required = true, num_args = 1..)]
     pub query: Vec<String>,
     #[command(flatten)]
     pub mirrors: MirrorArgs,

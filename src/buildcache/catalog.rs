@@ -9,7 +9,12 @@ use super::index::IndexRecord;
 use super::layout::Layout;
 use super::mirror::{IndexCache, Mirror};
 use super::BuildcacheError;
-use crate::spec::{DepEdge, HostTargets, Query, Spec, Version};
+use crate::spec::{DepEdge, DepTypes, HostTargets, Query, Spec, Version};
+
+/// A version for ordering; unparsable versions sort lowest.
+pub fn sort_version(text: &str) -> Option<Version> {
+    Version::parse(text).ok()
+}
 
 /// One index record of one mirror.
 #[derive(Debug, Clone)]
@@ -46,7 +51,7 @@ pub struct ClosureNode {
 
 /// Whether an edge belongs to what must be present at run time.
 pub fn is_link_or_run(edge: &DepEdge) -> bool {
-    edge.deptypes.link() || edge.deptypes.run()
+    edge.deptypes.intersects(DepTypes::LINK_RUN)
 }
 
 impl Catalog {
@@ -125,7 +130,7 @@ impl Catalog {
     }
 
     /// Entries matching `query`; `all` also keeps externals and nodes without a binary.
-    pub fn matching<'a>(&'a self, query: &'a Query, all: bool) -> Vec<&'a CatalogEntry> {
+    pub fn matching<'a>(&'a self, query: &Query, all: bool) -> Vec<&'a CatalogEntry> {
         let lookup = |h: &str| self.spec(h);
         self.entries
             .iter()
@@ -148,12 +153,12 @@ impl Catalog {
                 query: query.to_string(),
             });
         }
-        let mut runnable: Vec<(&CatalogEntry, Version, u32)> = Vec::new();
+        let mut runnable: Vec<(&CatalogEntry, Option<Version>, u32)> = Vec::new();
         let mut unrunnable = Vec::new();
         for e in &matches {
             let target = e.spec.arch.as_ref().map(|a| a.target.as_str()).unwrap_or("");
             match host.rank(target) {
-                Some(rank) => runnable.push((e, Version::parse(&e.spec.version), rank)),
+                Some(rank) => runnable.push((e, sort_version(&e.spec.version), rank)),
                 None => unrunnable.push(format!("{}@{} target={target}", e.spec.name, e.spec.version)),
             }
         }
@@ -201,7 +206,7 @@ impl Catalog {
             s.push_str(&format!(" arch={}-{}-{}", a.platform, a.os, a.target));
         }
         for (k, v) in &spec.variants {
-            s.push_str(&format!(" {}", crate::spec::format_variant(k, v)));
+            s.push_str(&format!(" {}", format_variant(k, v)));
         }
         s
     }
@@ -273,4 +278,14 @@ impl Catalog {
 
 pub fn short(hash: &str) -> &str {
     &hash[..hash.len().min(7)]
+}
+
+/// `+v`, `~v` or `k=v`, as Spack spells variants.
+pub fn format_variant(name: &str, value: &crate::spec::VariantValue) -> String {
+    use crate::spec::VariantValue;
+    match value {
+        VariantValue::Bool(true) => format!("+{name}"),
+        VariantValue::Bool(false) => format!("~{name}"),
+        other => format!("{name}={other}"),
+    }
 }

@@ -163,10 +163,7 @@ fn check_specfile(
     max_layout: u32,
     what: &str,
 ) -> Result<Vec<String>, BuildcacheError> {
-    let root = specfile.root().ok_or_else(|| BuildcacheError::Malformed {
-        what: what.to_string(),
-        reason: "spec file has no nodes".into(),
-    })?;
+    let root = specfile.root();
     if root.hash != entry.spec.hash {
         return Err(BuildcacheError::Verification {
             what: what.to_string(),
@@ -389,12 +386,15 @@ impl VerifiedEntry {
         trust: &TrustContext,
     ) -> Result<VerifiedEntry, BuildcacheError> {
         let sources = catalog.sources(hash);
+        let count = sources.len();
         let mut worst: Option<BuildcacheError> = None;
-        for source in sources {
+        for (i, source) in sources.into_iter().enumerate() {
             match VerifiedEntry::fetch(&catalog.mirrors, source, trust, catalog).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    tracing::warn!("{e}");
+                    if i + 1 < count {
+                        tracing::warn!("{e}; trying the next mirror");
+                    }
                     let rank = |e: &BuildcacheError| match e.exit_code() {
                         3 => 2,
                         _ => 1,

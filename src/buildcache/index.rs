@@ -68,7 +68,7 @@ impl Index {
         let format = spec_format_for_db(db_version);
         let mut records = file.database.installs.0;
         for r in &mut records {
-            r.spec.set_default_format_version(format);
+            r.spec.finish(format);
         }
         Ok(Index {
             db_version,

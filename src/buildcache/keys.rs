@@ -37,7 +37,7 @@ fn parse_armored(bytes: &[u8], what: &str) -> Result<Vec<KeyInfo>, BuildcacheErr
 /// Every key the mirror publishes, v3 first then v2, without duplicates.
 pub async fn mirror_keys(mirror: &Mirror) -> Result<Vec<KeyInfo>, BuildcacheError> {
     let mut out: Vec<KeyInfo> = Vec::new();
-    let mut push = |keys: Vec<KeyInfo>, out: &mut Vec<KeyInfo>| {
+    let push = |keys: Vec<KeyInfo>, out: &mut Vec<KeyInfo>| {
         for k in keys {
             if !out.iter().any(|o| o.fingerprint == k.fingerprint) {
                 out.push(k);

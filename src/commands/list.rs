@@ -4,7 +4,7 @@ use serde::Serialize;
 use tracing::info;
 
 use super::{exit, parse_query, CmdResult, Context, Failure};
-use crate::buildcache::catalog::short;
+use crate::buildcache::catalog::{short, sort_version};
 use crate::buildcache::{Catalog, CatalogEntry};
 use crate::cli::ListArgs;
 use crate::spec::Version;
@@ -34,9 +34,9 @@ pub fn arch_string(entry: &CatalogEntry) -> String {
 
 /// Sorted by name, version descending, then mirror order.
 pub fn sorted_rows<'a>(catalog: &'a Catalog, entries: Vec<&'a CatalogEntry>) -> Vec<&'a CatalogEntry> {
-    let mut keyed: Vec<(&CatalogEntry, Version)> = entries
+    let mut keyed: Vec<(&CatalogEntry, Option<Version>)> = entries
         .into_iter()
-        .map(|e| (e, Version::parse(&e.spec.version)))
+        .map(|e| (e, sort_version(&e.spec.version)))
         .collect();
     keyed.sort_by(|a, b| {
         a.0.spec

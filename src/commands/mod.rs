@@ -63,6 +63,16 @@ impl From<BuildcacheError> for Failure {
     }
 }
 
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Failure {
+        // A closed stdout (`sf-cache list | head`) is not a failure worth a message.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Failure { code: 0, message: String::new() };
+        }
+        Failure { code: exit::FAILURE, message: e.to_string() }
+    }
+}
+
 macro_rules! failure_from {
     ($($t:ty),*) => {$(
         impl From<$t> for Failure {
@@ -73,7 +83,6 @@ macro_rules! failure_from {
     )*};
 }
 failure_from!(
-    std::io::Error,
     crate::config::ConfigError,
     crate::store::StoreError,
     crate::trust::TrustError,
@@ -179,7 +188,9 @@ impl Context {
     pub fn keyring(&self) -> Result<Keyring, Failure> {
         let mut ring = Keyring::builtin();
         for fpr in &self.config.trust.pinned {
-            ring.pin(fpr);
+            ring.pin(fpr).map_err(|e| {
+                Failure::new(exit::FAILURE, format!("config [trust] pinned: {e}"))
+            })?;
         }
         for file in &self.config.trust.keys {
             let bytes = std::fs::read(file).map_err(|e| {

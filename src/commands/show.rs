@@ -10,7 +10,7 @@ use crate::buildcache::catalog::short;
 use crate::buildcache::entry::verify_blob_by_download;
 use crate::buildcache::{BlobRef, Catalog, ClosureNode, SignatureReport, VerifiedEntry};
 use crate::cli::ShowArgs;
-use crate::spec::{HostTargets, Spec};
+use crate::spec::{HostTargets, Spec, VariantValue};
 
 #[derive(Debug, Serialize)]
 struct ShownSpec {
@@ -66,7 +66,14 @@ struct ShowReport {
 fn variants_json(spec: &Spec) -> serde_json::Map<String, serde_json::Value> {
     spec.variants
         .iter()
-        .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(serde_json::Value::Null)))
+        .map(|(k, v)| {
+            let value = match v {
+                VariantValue::Bool(b) => serde_json::Value::Bool(*b),
+                VariantValue::Str(s) => serde_json::Value::String(s.clone()),
+                VariantValue::List(l) => l.iter().cloned().map(serde_json::Value::String).collect(),
+            };
+            (k.clone(), value)
+        })
         .collect()
 }
 
@@ -236,8 +243,7 @@ fn print_human(ctx: &Context, catalog: &Catalog, r: &ShowReport) -> std::io::Res
                 .unwrap_or_default(),
             sig.user_id
                 .as_deref()
-                .map(|u| format!(" <{}>", u.trim_matches(['<', '>'])))
-                .map(|u| format!(" {u}"))
+                .map(|u| format!("  {u}"))
                 .unwrap_or_default()
         ),
     ))?;

@@ -5,7 +5,6 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use fs4::fs_std::FileExt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{info, warn};
@@ -77,14 +76,14 @@ impl InstallRoot {
             .write(true)
             .open(&lock_path)
             .map_err(io(&lock_path))?;
-        if !lock.try_lock_exclusive().map_err(io(&lock_path))? {
+        if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
             let owner = std::fs::read_to_string(state.join("lock.owner")).unwrap_or_default();
             info!(
                 "waiting for the lock on {} (held by {})",
                 dir.display(),
                 if owner.trim().is_empty() { "another sf-cache" } else { owner.trim() }
             );
-            lock.lock_exclusive().map_err(io(&lock_path))?;
+            lock.lock().map_err(io(&lock_path))?;
         }
         let _ = std::fs::write(
             state.join("lock.owner"),
