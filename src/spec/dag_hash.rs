@@ -160,7 +160,8 @@ mod tests {
 
     #[test]
     fn python_escaping() {
-        let v = json!({"a": "é\u{7f}\n\"\\/\u{1F600}\u{1}", "b": [1, -2, true, null, 0.5], "c": {}});
+        let v =
+            json!({"a": "é\u{7f}\n\"\\/\u{1F600}\u{1}", "b": [1, -2, true, null, 0.5], "c": {}});
         let out = String::from_utf8(python_json(&v).unwrap()).unwrap();
         assert_eq!(
             out,
@@ -182,8 +183,13 @@ mod tests {
             "build_spec": {"name": "x", "hash": "abcdefghijklmnopqrstuvwxyz234567"}}))
         .unwrap();
         assert!(spliced.ends_with("z234567"));
-        assert!(recompute(&json!({"name":"x","annotations":{"original_specfile_version":4}})).is_none());
-        assert!(recompute(&json!({"name":"x","dependencies":[{"name":"y","hash":"h","type":["link"]}]})).is_none());
+        assert!(
+            recompute(&json!({"name":"x","annotations":{"original_specfile_version":4}})).is_none()
+        );
+        assert!(recompute(
+            &json!({"name":"x","dependencies":[{"name":"y","hash":"h","type":["link"]}]})
+        )
+        .is_none());
         assert!(recompute(&json!([1])).is_none());
         assert_eq!(verify(&json!({"name": "x", "hash": expected})), Some(true));
     }

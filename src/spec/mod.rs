@@ -33,7 +33,9 @@ use thiserror::Error;
 /// Errors reading spec JSON.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum SpecError {
-    #[error("spec JSON is malformed: {0}; re-download the spec file or ask its publisher to rebuild it")]
+    #[error(
+        "spec JSON is malformed: {0}; re-download the spec file or ask its publisher to rebuild it"
+    )]
     Json(String),
     #[error("spec.yaml (Spack ≤0.16) is not supported: push the package again with a newer Spack")]
     Yaml,
@@ -48,3 +50,6 @@ pub enum SpecError {
     #[error("spec node '{name}' is invalid: {reason}")]
     Node { name: String, reason: String },
 }
+
+#[cfg(test)]
+mod fixture_tests;

@@ -9,7 +9,9 @@ use serde::Deserialize;
 use super::SpecError;
 
 /// The six compiler flag lists that Spack stores in `parameters` after the variants.
-pub const FLAG_NAMES: [&str; 6] = ["cflags", "cppflags", "cxxflags", "fflags", "ldflags", "ldlibs"];
+pub const FLAG_NAMES: [&str; 6] = [
+    "cflags", "cppflags", "cxxflags", "fflags", "ldflags", "ldlibs",
+];
 
 /// `platform-os-target` of a node.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -260,9 +262,10 @@ pub fn compiler_of<'s>(
         return Some(c.clone());
     }
     for lang in ["c", "cxx", "fortran"] {
-        let edge = spec.dependencies.iter().find(|d| {
-            d.deptypes.contains(DepTypes::BUILD) && d.virtuals.iter().any(|v| v == lang)
-        });
+        let edge = spec
+            .dependencies
+            .iter()
+            .find(|d| d.deptypes.contains(DepTypes::BUILD) && d.virtuals.iter().any(|v| v == lang));
         if let Some(edge) = edge {
             if let Some(dep) = lookup(&edge.hash) {
                 return Some(CompilerRef {
@@ -283,8 +286,7 @@ fn valid_name(s: &str) -> bool {
         && s.len() <= 200
         && s != "."
         && s != ".."
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
 }
 
@@ -299,8 +301,7 @@ fn valid_version(s: &str) -> bool {
 
 fn valid_hash(s: &str) -> bool {
     s.len() == 32
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
@@ -610,9 +611,10 @@ impl WireNode {
         if let Some(c) = self.compiler {
             let ver = match (c.version, c.versions) {
                 (Some(Text(v)), _) => strip_exact(&v).to_string(),
-                (None, Some(TextList(vs))) => {
-                    vs.first().map(|v| strip_exact(v).to_string()).unwrap_or_default()
-                }
+                (None, Some(TextList(vs))) => vs
+                    .first()
+                    .map(|v| strip_exact(v).to_string())
+                    .unwrap_or_default(),
                 (None, None) => String::new(),
             };
             compiler = Some(CompilerRef {
@@ -750,7 +752,10 @@ mod tests {
         let s = Spec::from_node(&n, 5).unwrap();
         assert_eq!(s.name, "greet");
         assert_eq!(s.arch.as_ref().unwrap().target, "haswell");
-        assert_eq!(s.arch.as_ref().unwrap().to_string(), "linux-debian12-haswell");
+        assert_eq!(
+            s.arch.as_ref().unwrap().to_string(),
+            "linux-debian12-haswell"
+        );
         assert_eq!(s.variants.len(), 3);
         assert_eq!(s.variants["gpu"], VariantValue::Bool(true));
         assert_eq!(
@@ -765,11 +770,7 @@ mod tests {
         assert_eq!(s.external.as_ref().unwrap().path.as_deref(), Some("/usr"));
         assert_eq!(s.format_version, 5);
         assert!(s.compiler.is_none());
-        let gcc = Spec::from_node(
-            &json!({"name":"gcc","version":"13.4.0","hash":H1}),
-            5,
-        )
-        .unwrap();
+        let gcc = Spec::from_node(&json!({"name":"gcc","version":"13.4.0","hash":H1}), 5).unwrap();
         let c = compiler_of(&s, &|h| if h == H1 { Some(&gcc) } else { None }).unwrap();
         assert_eq!(c.to_string(), "gcc@13.4.0");
         assert_eq!(
@@ -792,15 +793,18 @@ mod tests {
             "dependencies":[{"name":"y","hash":H2,"type":["build","link"]}],
             "hash":H1});
         let s3 = Spec::from_node(&n3, 3).unwrap();
-        assert_eq!(s3.dependencies[0].deptypes, DepTypes::BUILD | DepTypes::LINK);
+        assert_eq!(
+            s3.dependencies[0].deptypes,
+            DepTypes::BUILD | DepTypes::LINK
+        );
         assert_eq!(s3.compiler.unwrap().version, "12.2.0");
         let n_ann = json!({"name":"x","version":"1.0",
             "annotations":{"original_specfile_version":4,"compiler":"gcc@=10.2.1"},"hash":H1});
         let s = Spec::from_node(&n_ann, 5).unwrap();
         assert_eq!(s.format_version, 4);
         assert_eq!(s.compiler.unwrap().to_string(), "gcc@10.2.1");
-        let mut s = serde_json::from_value::<Spec>(json!({"name":"x","version":"1","hash":H1}))
-            .unwrap();
+        let mut s =
+            serde_json::from_value::<Spec>(json!({"name":"x","version":"1","hash":H1})).unwrap();
         assert_eq!(s.format_version, 0);
         s.finish(4);
         assert_eq!(s.format_version, 4);

@@ -28,7 +28,9 @@ pub enum QueryError {
     Version { token: String, reason: String },
     #[error("query: '{0}' is given twice: give it once")]
     Duplicate(String),
-    #[error("query: dependency constraints ('^{0}') are not supported: query the dependency itself")]
+    #[error(
+        "query: dependency constraints ('^{0}') are not supported: query the dependency itself"
+    )]
     Dependency(String),
     #[error("query: empty query: give a package name such as slurm@25.11")]
     Empty,
@@ -281,12 +283,10 @@ impl Query {
                         }
                     }
                 }
-                _ => {
-                    return Err(p.unexpected(
-                        st,
-                        "expected a name, @version, %compiler, +variant, ~variant, key=value or /hash",
-                    ))
-                }
+                _ => return Err(p.unexpected(
+                    st,
+                    "expected a name, @version, %compiler, +variant, ~variant, key=value or /hash",
+                )),
             }
             ws_before = false;
         }
@@ -296,7 +296,13 @@ impl Query {
         Ok(q)
     }
 
-    fn set_key(&mut self, key: &str, value: String, p: &Parser<'_>, st: usize) -> Result<(), QueryError> {
+    fn set_key(
+        &mut self,
+        key: &str,
+        value: String,
+        p: &Parser<'_>,
+        st: usize,
+    ) -> Result<(), QueryError> {
         match key {
             "platform" => set_once(&mut self.platform, value, "platform")?,
             "os" | "platform_os" => set_once(&mut self.os, value, "os")?,
@@ -304,7 +310,10 @@ impl Query {
             "arch" | "architecture" => {
                 let parts: Vec<&str> = value.split('-').collect();
                 if parts.len() != 3 {
-                    return Err(p.unexpected(st, "arch= takes platform-os-target, e.g. linux-ubuntu22.04-x86_64"));
+                    return Err(p.unexpected(
+                        st,
+                        "arch= takes platform-os-target, e.g. linux-ubuntu22.04-x86_64",
+                    ));
                 }
                 for (slot, v, what) in [
                     (&mut self.platform, parts[0], "platform"),
@@ -326,7 +335,8 @@ impl Query {
                     return Err(QueryError::Duplicate(k.to_string()));
                 }
                 let vals = value.split(',').map(str::to_string).collect();
-                self.variants.insert(k.to_string(), VariantReq::Values(vals));
+                self.variants
+                    .insert(k.to_string(), VariantReq::Values(vals));
             }
         }
         Ok(())
@@ -443,13 +453,15 @@ fn is_or_descends(a: &str, b: &str) -> bool {
 
 /// Spack target constraint: names, `lo:`, `:hi`, `lo:hi`, comma lists.
 fn target_matches(constraint: &str, target: &str) -> bool {
-    constraint.split(',').any(|item| match item.split_once(':') {
-        None => item == target,
-        Some((lo, hi)) => {
-            (lo.is_empty() || is_or_descends(target, lo))
-                && (hi.is_empty() || is_or_descends(hi, target))
-        }
-    })
+    constraint
+        .split(',')
+        .any(|item| match item.split_once(':') {
+            None => item == target,
+            Some((lo, hi)) => {
+                (lo.is_empty() || is_or_descends(target, lo))
+                    && (hi.is_empty() || is_or_descends(hi, target))
+            }
+        })
 }
 
 fn needs_quotes(v: &str) -> bool {
@@ -573,7 +585,8 @@ mod tests {
         let mut s = spec("slurm", "25-11-0-1", "abcdefabcdefabcdefabcdefabcdef12");
         s.variants.insert("gpu".into(), VariantValue::Bool(true));
         s.variants.insert("pmix".into(), VariantValue::Bool(false));
-        s.variants.insert("build_type".into(), VariantValue::Str("Release".into()));
+        s.variants
+            .insert("build_type".into(), VariantValue::Str("Release".into()));
         s.variants.insert(
             "languages".into(),
             VariantValue::List(vec!["c".into(), "c++".into(), "fortran".into()]),
@@ -622,7 +635,9 @@ mod tests {
         let again = Query::parse(&q.to_string()).unwrap();
         assert_eq!(again, q, "{q}");
         assert_eq!(
-            Query::parse("slurm@25.11%gcc@13.4.0+gpu").unwrap().to_string(),
+            Query::parse("slurm@25.11%gcc@13.4.0+gpu")
+                .unwrap()
+                .to_string(),
             "slurm@25.11%gcc@13.4.0 +gpu"
         );
     }
@@ -655,7 +670,10 @@ mod tests {
                 }
                 Ok(ok) => {
                     // `slurm-gpu-` is a valid (odd) name; `slurm+gpu-cuda` a variant name.
-                    assert!(q == "slurm-gpu-" || q == "slurm+gpu-cuda", "{q} parsed as {ok:?}");
+                    assert!(
+                        q == "slurm-gpu-" || q == "slurm+gpu-cuda",
+                        "{q} parsed as {ok:?}"
+                    );
                 }
             }
         }
@@ -728,7 +746,9 @@ mod tests {
             "/[a-z0-9]{1,6}",
         ];
         prop::collection::vec((tok, prop_oneof![Just(""), Just(" ")]), 1..6).prop_map(|v| {
-            v.into_iter().map(|(t, s)| format!("{t}{s}")).collect::<String>()
+            v.into_iter()
+                .map(|(t, s)| format!("{t}{s}"))
+                .collect::<String>()
         })
     }
 

@@ -68,7 +68,11 @@ impl SpecFile {
                 let hash = v.get("hash").and_then(Value::as_str);
                 match (algo, hash) {
                     (Some(a), Some(h)) => Some((a.to_string(), h.to_string())),
-                    _ => return Err(json_err("binary_cache_checksum lacks hash_algorithm or hash")),
+                    _ => {
+                        return Err(json_err(
+                            "binary_cache_checksum lacks hash_algorithm or hash",
+                        ))
+                    }
                 }
             }
         };

@@ -27,7 +27,10 @@ impl HostTargets {
             Ok(host) => HostTargets { host },
             Err(_) => {
                 let arch = std::env::consts::ARCH;
-                tracing::warn!(arch, "could not detect the host microarchitecture; using the generic family");
+                tracing::warn!(
+                    arch,
+                    "could not detect the host microarchitecture; using the generic family"
+                );
                 HostTargets::for_target(arch)
             }
         }
@@ -91,7 +94,14 @@ mod tests {
         for t in ["x86_64", "x86_64_v2", "x86_64_v3", "zen", "zen2", "zen3"] {
             assert!(h.can_run(t), "{t}");
         }
-        for t in ["x86_64_v4", "zen4", "skylake_avx512", "aarch64", "nonsense", "ppc64le"] {
+        for t in [
+            "x86_64_v4",
+            "zen4",
+            "skylake_avx512",
+            "aarch64",
+            "nonsense",
+            "ppc64le",
+        ] {
             assert!(!h.can_run(t), "{t}");
         }
         let r = |t| h.rank(t).unwrap();

@@ -230,7 +230,11 @@ fn next_str(s: &str) -> String {
         None | Some(b'z') => format!("{s}A"),
         Some(&last) => {
             let head = &s[..s.len() - 1];
-            let c = if last == b'Z' { 'a' } else { (last + 1) as char };
+            let c = if last == b'Z' {
+                'a'
+            } else {
+                (last + 1) as char
+            };
             format!("{head}{c}")
         }
     }
@@ -247,7 +251,9 @@ pub struct Version {
 
 fn is_git_version(s: &str) -> bool {
     s.starts_with("git.")
-        || (s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        || (s.len() == 40
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
         || s.get(1..).is_some_and(|r| r.contains('='))
 }
 
@@ -265,7 +271,10 @@ impl Version {
                     if v.contains('=') || r.is_empty() {
                         return Err(VersionError::Invalid(text.to_string()));
                     }
-                    (r, Key::parse(v).map_err(|_| VersionError::Invalid(text.to_string()))?)
+                    (
+                        r,
+                        Key::parse(v).map_err(|_| VersionError::Invalid(text.to_string()))?,
+                    )
                 }
                 None => (body, Key::parse("0")?),
             };
@@ -302,7 +311,10 @@ impl Version {
 
     /// Whether any component is an infinity version (`develop`, `main`, ...).
     pub fn is_develop(&self) -> bool {
-        self.key.release.iter().any(|c| matches!(c, Component::Inf(_)))
+        self.key
+            .release
+            .iter()
+            .any(|c| matches!(c, Component::Inf(_)))
     }
 
     /// Whether this is a pre-release (`alpha`, `beta`, `rc`).
@@ -500,9 +512,29 @@ mod tests {
     #[test]
     fn ordering_basics() {
         let ordered = [
-            "0.9", "1", "1.0alpha", "1.0alpha1", "1.0beta2", "1.0rc1", "1.0", "1.0a", "1.0.0",
-            "1.0.1", "1.1", "1.2", "1.10", "1.10.0", "2", "25.2", "25.11", "stable", "trunk", "head",
-            "master", "main", "develop",
+            "0.9",
+            "1",
+            "1.0alpha",
+            "1.0alpha1",
+            "1.0beta2",
+            "1.0rc1",
+            "1.0",
+            "1.0a",
+            "1.0.0",
+            "1.0.1",
+            "1.1",
+            "1.2",
+            "1.10",
+            "1.10.0",
+            "2",
+            "25.2",
+            "25.11",
+            "stable",
+            "trunk",
+            "head",
+            "master",
+            "main",
+            "develop",
         ];
         for w in ordered.windows(2) {
             assert!(v(w[0]) < v(w[1]), "{} < {}", w[0], w[1]);
@@ -555,7 +587,15 @@ mod tests {
             assert!(!q.satisfied_by(&v(s)), "{s}");
         }
         let r = c("24.11:25.11");
-        for s in ["24.11", "24.11.5", "25.2", "25.5.1", "25.11", "25.11.0", "25-11-6-1"] {
+        for s in [
+            "24.11",
+            "24.11.5",
+            "25.2",
+            "25.5.1",
+            "25.11",
+            "25.11.0",
+            "25-11-6-1",
+        ] {
             assert!(r.satisfied_by(&v(s)), "{s}");
         }
         for s in ["24.5", "24.10.9", "25.12", "26"] {
