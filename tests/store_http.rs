@@ -1119,4 +1119,42 @@ mod fetch {
             assert!(p.ends_with(format!("sha256/{}", &rel["blobs/sha256/".len()..])));
         }
     }
+
+    /// A 24 MiB blob (generated), dropped at 10 MiB: streamed to disk and resumed with Range.
+    #[tokio::test]
+    async fn big_blob_resumes() {
+        use sha2::{Digest, Sha256};
+        let root = tempfile::tempdir().unwrap();
+        let mut data = vec![0u8; 24 << 20];
+        let mut x: u32 = 12345;
+        for b in data.iter_mut() {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            *b = (x >> 24) as u8;
+        }
+        let digest = hex::encode(Sha256::digest(&data));
+        std::fs::write(root.path().join("big"), &data).unwrap();
+        let srv = common::HttpServer::start(root.path());
+        srv.set_fault(
+            "/big",
+            common::Fault::DropAfter {
+                bytes: 10 << 20,
+                times: 1,
+            },
+        );
+        let store = open(&srv.base_url(), &opts()).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(tmp.path().join("blobs")).unwrap();
+        let f = Fetcher::new(cache.clone(), 1, Arc::new(NoProgress)).with_options(fetch_opts());
+        let req = BlobRequest::new(
+            digest.clone(),
+            Some(data.len() as u64),
+            vec![(store, "big".into())],
+        );
+        let p = f.fetch(vec![req]).await.unwrap();
+        assert_eq!(std::fs::metadata(&p[0]).unwrap().len(), data.len() as u64);
+        assert_eq!(sf_cache::fetch::sha256_file(&p[0]).unwrap(), digest);
+        let log = srv.log();
+        assert_eq!(log.len(), 2);
+        assert!(log[1].header("range").is_some());
+    }
 }

@@ -231,13 +231,14 @@ impl Fetcher {
         if req.sources.is_empty() {
             return Err(FetchError::NoSources { digest });
         }
-        let started = tokio::time::Instant::now();
-        let deadline = started + self.opts.blob_timeout;
         let _shared = self.cache.lock_shared(self.opts.lock_wait).await?;
         let _lock = self.cache.lock_digest(&digest, self.opts.lock_wait).await?;
         if dest.is_file() {
             return Ok(dest); // someone else fetched it while we waited
         }
+        // The time bound starts once we own the blob (waiting for another writer is separate).
+        let deadline = tokio::time::Instant::now() + self.opts.blob_timeout;
+        self.progress.start(&digest, req.size);
         let mut last: Option<FetchError> = None;
         for (store, rel) in &req.sources {
             match self
@@ -278,7 +279,6 @@ impl Fetcher {
         let partial = self.cache.partial_path(digest)?;
         // Resume state: hash what an earlier run left behind.
         let (mut hasher, mut have) = rehash_partial(&partial, size).await?;
-        self.progress.start(digest, size);
         if have > 0 {
             tracing::debug!(url = %url, have, "resuming partial download");
             self.progress.advance(digest, have);
