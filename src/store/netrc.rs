@@ -190,4 +190,22 @@ mod tests {
         let dbg = format!("{n:?}");
         assert!(!dbg.contains("hunter2"), "{dbg}");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(text in "(machine|default|login|password|account|macdef|#|\\PC|[ \n\t]){0,40}") {
+            let n = Netrc::parse(&text);
+            let _ = n.lookup("h");
+        }
+
+        #[test]
+        fn finds_the_machine(host in "[a-z0-9]{1,20}\\.example", user in "[a-z]{1,8}", pw in "[!-~]{1,12}") {
+            let n = Netrc::parse(&format!("machine other login x password y\nmachine {host} login {user} password {pw}\n"));
+            let e = n.lookup(&host).unwrap();
+            if host != "other" {
+                proptest::prop_assert_eq!(&e.login, &user);
+                proptest::prop_assert_eq!(e.password.as_ref().unwrap().expose(), pw.as_str());
+            }
+        }
+    }
 }
