@@ -36,7 +36,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-pub use prefix_map::PrefixMap;
+pub use prefix_map::{old_prefixes_by_hash, PrefixMap, PrefixPairs};
 
 /// Errors of the relocation step. Every message names the file and says what to do.
 #[derive(Debug, thiserror::Error)]
