@@ -282,8 +282,7 @@ impl ElfUpdate {
 /// The updates Spack would make to `data` for `map` (identities ignored). Empty when the file is
 /// not ELF (by Spack's parser) or nothing matches.
 pub fn elf_updates(data: &[u8], map: &PrefixMap) -> Vec<ElfUpdate> {
-    let mut m = map.clone();
-    m.drop_identities();
+    let m = map.without_identities();
     if m.is_empty() {
         return Vec::new();
     }
@@ -335,8 +334,7 @@ pub fn elf_updates(data: &[u8], map: &PrefixMap) -> Vec<ElfUpdate> {
 /// whether it changed. Non-ELF or unparsable files: `Ok(false)`. A longer new string:
 /// [`RelocateError::ElfStringTooLong`], file untouched.
 pub fn relocate_elf_file(path: &Path, map: &PrefixMap) -> Result<bool, RelocateError> {
-    let mut m = map.clone();
-    m.drop_identities();
+    let m = map.without_identities();
     if m.is_empty() || !has_elf_magic(path)? {
         return Ok(false);
     }

@@ -104,6 +104,18 @@ impl PrefixMap {
         m
     }
 
+    /// This map without identity entries, borrowed when there are none (keeps the compiled
+    /// matcher cached across files).
+    pub fn without_identities(&self) -> std::borrow::Cow<'_, PrefixMap> {
+        if self.entries.iter().any(|(k, v)| k == v) {
+            let mut m = self.clone();
+            m.drop_identities();
+            std::borrow::Cow::Owned(m)
+        } else {
+            std::borrow::Cow::Borrowed(self)
+        }
+    }
+
     /// The entries in order.
     pub fn entries(&self) -> &[(Vec<u8>, Vec<u8>)] {
         &self.entries
