@@ -727,3 +727,434 @@ fn server_counts_and_faults_are_bounded() {
     assert_eq!(srv.requests("v3/layout.json"), 3);
     assert_eq!(common::http_server::counts(&srv.log()).len(), 2);
 }
+
+// ───────────────────────────── fetch engine ─────────────────────────────
+
+mod fetch {
+    use super::*;
+    use sf_cache::fetch::{
+        BlobCache, BlobRequest, FetchError, FetchOptions, Fetcher, NoProgress, ProgressSink,
+    };
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    fn fetch_opts() -> FetchOptions {
+        FetchOptions {
+            retries: 3,
+            backoff_base: Duration::from_millis(10),
+            blob_timeout: Duration::from_secs(20),
+            offline: false,
+            lock_wait: Duration::from_secs(20),
+        }
+    }
+
+    fn digest_of(rel: &str) -> String {
+        rel.rsplit('/').next().unwrap().to_string()
+    }
+
+    struct Setup {
+        srv: HttpServer,
+        store: Store,
+        _tmp: tempfile::TempDir,
+        cache: BlobCache,
+        rel: String,
+        data: Vec<u8>,
+    }
+
+    async fn setup() -> Setup {
+        let srv = HttpServer::start(v3());
+        let store = open(
+            &srv.base_url(),
+            &StoreOptions {
+                retries: 0,
+                read_timeout: Duration::from_secs(2),
+                ..opts()
+            },
+        )
+        .await;
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(tmp.path().join("blobs")).unwrap();
+        let (rel, data) = some_blob();
+        Setup {
+            srv,
+            store,
+            _tmp: tmp,
+            cache,
+            rel,
+            data,
+        }
+    }
+
+    impl Setup {
+        fn fetcher(&self, o: FetchOptions) -> Fetcher {
+            Fetcher::new(self.cache.clone(), 2, Arc::new(NoProgress)).with_options(o)
+        }
+        fn req(&self, size: bool) -> BlobRequest {
+            BlobRequest::new(
+                digest_of(&self.rel),
+                size.then_some(self.data.len() as u64),
+                vec![(self.store.clone(), self.rel.clone())],
+            )
+        }
+        fn assert_cached(&self, p: &Path) {
+            assert_eq!(std::fs::read(p).unwrap(), self.data);
+            assert!(self.cache.contains(&digest_of(&self.rel)));
+        }
+        fn assert_not_cached(&self) {
+            let d = digest_of(&self.rel);
+            assert!(!self.cache.contains(&d));
+            assert!(!self.cache.partial_path(&d).unwrap().exists());
+        }
+    }
+
+    #[tokio::test]
+    async fn dropped_connection_resumes_with_range() {
+        let s = setup().await;
+        let half = s.data.len() as u64 / 2;
+        s.srv.set_fault(
+            &s.rel,
+            Fault::DropAfter {
+                bytes: half,
+                times: 1,
+            },
+        );
+        #[derive(Default)]
+        struct Count(AtomicU64);
+        impl ProgressSink for Count {
+            fn start(&self, _: &str, _: Option<u64>) {}
+            fn advance(&self, _: &str, n: u64) {
+                self.0.fetch_add(n, Ordering::SeqCst);
+            }
+            fn finish(&self, _: &str) {}
+        }
+        let count = Arc::new(Count::default());
+        let f = Fetcher::new(s.cache.clone(), 1, count.clone()).with_options(fetch_opts());
+        let p = f.fetch(vec![s.req(true)]).await.unwrap();
+        s.assert_cached(&p[0]);
+        let log = s.srv.log();
+        assert_eq!(log.len(), 2, "{log:?}");
+        let range = log[1].header("range").expect("second request resumes");
+        let from: u64 = range
+            .trim_start_matches("bytes=")
+            .trim_end_matches('-')
+            .parse()
+            .unwrap();
+        assert!(from > 0 && from <= half, "{range}");
+        assert_eq!(count.0.load(Ordering::SeqCst), s.data.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn status_503_then_success() {
+        let s = setup().await;
+        s.srv.set_fault(
+            &s.rel,
+            Fault::Status {
+                status: 503,
+                times: 2,
+            },
+        );
+        let p = s
+            .fetcher(fetch_opts())
+            .fetch(vec![s.req(false)])
+            .await
+            .unwrap();
+        s.assert_cached(&p[0]);
+        assert_eq!(s.srv.requests(&s.rel), 3);
+    }
+
+    #[tokio::test]
+    async fn truncated_body_is_resumed() {
+        let s = setup().await;
+        s.srv.set_fault(
+            &s.rel,
+            Fault::Truncate {
+                bytes: 100,
+                times: 2,
+            },
+        );
+        let p = s
+            .fetcher(fetch_opts())
+            .fetch(vec![s.req(false)])
+            .await
+            .unwrap();
+        s.assert_cached(&p[0]);
+        assert_eq!(s.srv.requests(&s.rel), 3);
+    }
+
+    /// A Content-Length that disagrees with the expected size fails early and cleanly; without
+    /// an expected size the digest catches it.
+    #[tokio::test]
+    async fn short_content_length_is_refused() {
+        let s = setup().await;
+        s.srv.set_fault(
+            &s.rel,
+            Fault::WrongLength {
+                delta: -5,
+                times: ALWAYS,
+            },
+        );
+        let err = s
+            .fetcher(fetch_opts())
+            .fetch(vec![s.req(true)])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::SizeMismatch { .. }), "{err}");
+        s.assert_not_cached();
+        assert_eq!(s.srv.requests(&s.rel), 1);
+        let err = s
+            .fetcher(fetch_opts())
+            .fetch(vec![s.req(false)])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::DigestMismatch { .. }), "{err}");
+        s.assert_not_cached();
+    }
+
+    /// Too long a Content-Length: the body ends early (a network error), the resume gets 416,
+    /// and the bytes we have are accepted only because their sha256 matches.
+    #[tokio::test]
+    async fn long_content_length() {
+        let s = setup().await;
+        s.srv.set_fault(
+            &s.rel,
+            Fault::WrongLength {
+                delta: 5,
+                times: ALWAYS,
+            },
+        );
+        let err = s
+            .fetcher(fetch_opts())
+            .fetch(vec![s.req(true)])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::SizeMismatch { .. }), "{err}");
+        s.assert_not_cached();
+        let before = s.srv.requests(&s.rel);
+        let p = s
+            .fetcher(fetch_opts())
+            .fetch(vec![s.req(false)])
+            .await
+            .unwrap();
+        s.assert_cached(&p[0]);
+        assert_eq!(s.srv.requests(&s.rel) - before, 2);
+    }
+
+    /// Every attempt fails: the number of requests is bounded by the retry budget.
+    #[tokio::test]
+    async fn persistent_failure_is_bounded() {
+        let s = setup().await;
+        s.srv.set_fault(
+            &s.rel,
+            Fault::Status {
+                status: 503,
+                times: ALWAYS,
+            },
+        );
+        let err = s
+            .fetcher(fetch_opts())
+            .fetch(vec![s.req(false)])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("503"), "{err}");
+        assert_eq!(s.srv.requests(&s.rel), 4); // 1 + 3 retries
+        s.assert_not_cached();
+    }
+
+    #[tokio::test]
+    async fn slow_body_times_out_within_bound() {
+        let s = setup().await;
+        s.srv.set_fault(
+            &s.rel,
+            Fault::Slow {
+                chunk: 64,
+                delay: Duration::from_millis(200),
+                times: ALWAYS,
+            },
+        );
+        let t = Instant::now();
+        let err = s
+            .fetcher(FetchOptions {
+                blob_timeout: Duration::from_secs(1),
+                ..fetch_opts()
+            })
+            .fetch(vec![s.req(true)])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::TimedOut { .. }), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(!s.cache.contains(&digest_of(&s.rel)));
+    }
+
+    #[tokio::test]
+    async fn wrong_digest_is_refused_and_not_cached() {
+        let s = setup().await;
+        s.srv.set_fault(&s.rel, Fault::Corrupt { times: ALWAYS });
+        let err = s
+            .fetcher(fetch_opts())
+            .fetch(vec![s.req(true)])
+            .await
+            .unwrap_err();
+        match &err {
+            FetchError::DigestMismatch {
+                url,
+                expected,
+                actual,
+            } => {
+                assert_eq!(expected, &digest_of(&s.rel));
+                assert_ne!(actual, expected);
+                assert!(url.ends_with(&s.rel));
+            }
+            other => panic!("{other}"),
+        }
+        s.assert_not_cached();
+        assert_eq!(
+            s.srv.requests(&s.rel),
+            1,
+            "a digest mismatch is not retried"
+        );
+    }
+
+    #[tokio::test]
+    async fn next_source_after_failure() {
+        let s = setup().await;
+        let bad = HttpServer::start(v3());
+        bad.set_fault(
+            "/",
+            Fault::Status {
+                status: 404,
+                times: ALWAYS,
+            },
+        );
+        let bad_store = open(&bad.base_url(), &opts()).await;
+        let corrupt = HttpServer::start(v3());
+        corrupt.set_fault("/", Fault::Corrupt { times: ALWAYS });
+        let corrupt_store = open(&corrupt.base_url(), &opts()).await;
+        let req = BlobRequest::new(
+            digest_of(&s.rel),
+            None,
+            vec![
+                (bad_store, s.rel.clone()),
+                (corrupt_store, s.rel.clone()),
+                (s.store.clone(), s.rel.clone()),
+            ],
+        );
+        let p = s.fetcher(fetch_opts()).fetch(vec![req]).await.unwrap();
+        s.assert_cached(&p[0]);
+        assert_eq!(bad.requests(&s.rel), 1, "404 is not retried");
+        assert_eq!(corrupt.requests(&s.rel), 1);
+        // second fetch: from the cache, no request
+        let before = s.srv.total_requests();
+        s.fetcher(fetch_opts())
+            .fetch(vec![s.req(true)])
+            .await
+            .unwrap();
+        assert_eq!(s.srv.total_requests(), before);
+        // offline: cached one OK
+        let off = s.fetcher(FetchOptions {
+            offline: true,
+            ..fetch_opts()
+        });
+        off.fetch(vec![s.req(true)]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn same_digest_concurrently_is_downloaded_once() {
+        let s = setup().await;
+        s.srv.set_fault(
+            &s.rel,
+            Fault::Slow {
+                chunk: 4096,
+                delay: Duration::from_millis(20),
+                times: ALWAYS,
+            },
+        );
+        let f = s.fetcher(fetch_opts());
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let f = f.clone();
+            let r = s.req(true);
+            tasks.push(tokio::spawn(async move { f.fetch_one(&r).await }));
+        }
+        // and the same digest twice inside one call
+        let both = f.fetch(vec![s.req(true), s.req(true)]).await.unwrap();
+        for t in tasks {
+            let p = t.await.unwrap().unwrap();
+            s.assert_cached(&p);
+        }
+        assert_eq!(both[0], both[1]);
+        assert_eq!(s.srv.requests(&s.rel), 1);
+    }
+
+    #[tokio::test]
+    async fn all_fixture_blobs_concurrently() {
+        let s = setup().await;
+        let store_files = Store::open(v3().to_str().unwrap(), &opts()).unwrap();
+        let blobs = store_files.list("blobs/sha256").await.unwrap();
+        assert!(blobs.len() >= 3);
+        let reqs: Vec<_> = blobs
+            .iter()
+            .map(|rel| {
+                let size = std::fs::metadata(v3().join(rel)).unwrap().len();
+                BlobRequest::new(
+                    format!("sha256:{}", digest_of(rel)),
+                    Some(size),
+                    vec![(s.store.clone(), rel.clone())],
+                )
+            })
+            .collect();
+        s.srv.set_fault(
+            "/blobs/",
+            Fault::Status {
+                status: 500,
+                times: 3,
+            },
+        );
+        let f = Fetcher::new(s.cache.clone(), 4, Arc::new(NoProgress)).with_options(fetch_opts());
+        let paths = f.fetch(reqs).await.unwrap();
+        for (rel, p) in blobs.iter().zip(&paths) {
+            assert_eq!(
+                std::fs::read(p).unwrap(),
+                std::fs::read(v3().join(rel)).unwrap()
+            );
+            assert!(p.ends_with(format!("sha256/{}", &rel["blobs/sha256/".len()..])));
+        }
+    }
+
+    /// A 24 MiB blob (generated), dropped at 10 MiB: streamed to disk and resumed with Range.
+    #[tokio::test]
+    async fn big_blob_resumes() {
+        use sha2::{Digest, Sha256};
+        let root = tempfile::tempdir().unwrap();
+        let mut data = vec![0u8; 24 << 20];
+        let mut x: u32 = 12345;
+        for b in data.iter_mut() {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            *b = (x >> 24) as u8;
+        }
+        let digest = hex::encode(Sha256::digest(&data));
+        std::fs::write(root.path().join("big"), &data).unwrap();
+        let srv = common::HttpServer::start(root.path());
+        srv.set_fault(
+            "/big",
+            common::Fault::DropAfter {
+                bytes: 10 << 20,
+                times: 1,
+            },
+        );
+        let store = open(&srv.base_url(), &opts()).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(tmp.path().join("blobs")).unwrap();
+        let f = Fetcher::new(cache.clone(), 1, Arc::new(NoProgress)).with_options(fetch_opts());
+        let req = BlobRequest::new(
+            digest.clone(),
+            Some(data.len() as u64),
+            vec![(store, "big".into())],
+        );
+        let p = f.fetch(vec![req]).await.unwrap();
+        assert_eq!(std::fs::metadata(&p[0]).unwrap().len(), data.len() as u64);
+        assert_eq!(sf_cache::fetch::sha256_file(&p[0]).unwrap(), digest);
+        let log = srv.log();
+        assert_eq!(log.len(), 2);
+        assert!(log[1].header("range").is_some());
+    }
+}

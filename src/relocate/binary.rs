@@ -72,8 +72,7 @@ pub fn binary_patches(
     data: &[u8],
     map: &PrefixMap,
 ) -> Result<Vec<(u64, Vec<u8>)>, BinaryStringError> {
-    let mut m = map.clone();
-    m.drop_identities();
+    let m = map.without_identities();
     binary_patches_filtered(data, &m)
 }
 
@@ -149,8 +148,7 @@ pub fn relocate_binary_bytes(data: &mut [u8], map: &PrefixMap) -> Result<bool, B
 /// Relocate the strings of one binary in place (same inode and length; mode preserved).
 /// Returns whether the file changed (as Spack: any match counts).
 pub fn relocate_binary_file(path: &Path, map: &PrefixMap) -> Result<bool, RelocateError> {
-    let mut m = map.clone();
-    m.drop_identities();
+    let m = map.without_identities();
     if m.is_empty() {
         return Ok(false);
     }

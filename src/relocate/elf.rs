@@ -282,8 +282,7 @@ impl ElfUpdate {
 /// The updates Spack would make to `data` for `map` (identities ignored). Empty when the file is
 /// not ELF (by Spack's parser) or nothing matches.
 pub fn elf_updates(data: &[u8], map: &PrefixMap) -> Vec<ElfUpdate> {
-    let mut m = map.clone();
-    m.drop_identities();
+    let m = map.without_identities();
     if m.is_empty() {
         return Vec::new();
     }
@@ -335,8 +334,7 @@ pub fn elf_updates(data: &[u8], map: &PrefixMap) -> Vec<ElfUpdate> {
 /// whether it changed. Non-ELF or unparsable files: `Ok(false)`. A longer new string:
 /// [`RelocateError::ElfStringTooLong`], file untouched.
 pub fn relocate_elf_file(path: &Path, map: &PrefixMap) -> Result<bool, RelocateError> {
-    let mut m = map.clone();
-    m.drop_identities();
+    let m = map.without_identities();
     if m.is_empty() || !has_elf_magic(path)? {
         return Ok(false);
     }
@@ -418,13 +416,22 @@ impl StagedLexists {
     }
 }
 
+/// An rpath rewritten by [`drop_redundant_rpaths`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RpathChange {
+    /// The rpath before.
+    pub old: Vec<u8>,
+    /// The rpath after.
+    pub new: Vec<u8>,
+}
+
 /// Spack's `drop_redundant_rpaths` for one file: keep only entries [`should_keep_rpath`]
 /// accepts (splitting on `:` *with* empty entries, which are dropped), write in place with NUL
 /// padding. Returns `(old, new)` when it changed; not ELF / no rpath / unreadable → `None`.
 pub fn drop_redundant_rpaths(
     path: &Path,
     lexists: &dyn Fn(&[u8]) -> bool,
-) -> Result<Option<(Vec<u8>, Vec<u8>)>, RelocateError> {
+) -> Result<Option<RpathChange>, RelocateError> {
     match has_elf_magic(path) {
         Ok(true) => {}
         _ => return Ok(None),
@@ -447,7 +454,7 @@ pub fn drop_redundant_rpaths(
     let mut bytes = new.clone();
     bytes.resize(rp.value.len(), 0);
     patch_in_place(path, &[(rp.offset, bytes)])?;
-    Ok(Some((rp.value, new)))
+    Ok(Some(RpathChange { old: rp.value, new }))
 }
 
 /// Run [`drop_redundant_rpaths`] over every regular file under `dir` (symlinks and symlinked
@@ -456,7 +463,7 @@ pub fn drop_redundant_rpaths(
 pub fn drop_redundant_rpaths_in_tree(
     dir: &Path,
     lexists: &dyn Fn(&[u8]) -> bool,
-) -> Result<Vec<(PathBuf, Vec<u8>, Vec<u8>)>, RelocateError> {
+) -> Result<Vec<(PathBuf, RpathChange)>, RelocateError> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -475,15 +482,15 @@ pub fn drop_redundant_rpaths_in_tree(
                 if md.nlink() > 1 && !seen.insert((md.dev(), md.ino())) {
                     continue;
                 }
-                if let Some((old, new)) = drop_redundant_rpaths(&p, lexists)? {
+                if let Some(change) = drop_redundant_rpaths(&p, lexists)? {
                     let rel = p.strip_prefix(dir).unwrap_or(&p).to_path_buf();
                     tracing::debug!(
                         "dropped rpath entries in {}: {} -> {}",
                         rel.display(),
-                        lossy(&old),
-                        lossy(&new)
+                        lossy(&change.old),
+                        lossy(&change.new)
                     );
-                    out.push((rel, old, new));
+                    out.push((rel, change));
                 }
             }
         }

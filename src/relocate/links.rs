@@ -18,8 +18,7 @@ pub fn relocate_link_target(target: &[u8], map: &PrefixMap) -> Option<Vec<u8>> {
     if !target.starts_with(b"/") {
         return None;
     }
-    let mut m = map.clone();
-    m.drop_identities();
+    let m = map.without_identities();
     m.map_start(target)
 }
 

@@ -13,7 +13,10 @@
 //! * [`sbang`]: long shebangs, the sbang helper script and its install (§7.8).
 //!
 //! [`relocate_package`] runs the steps in Spack's order: ELF headers, links, text files,
-//! binary strings.
+//! binary strings. Spack's post-install hooks are separate calls, in this order after it:
+//! [`sbang::install_sbang`] + [`sbang::filter_shebangs_in_tree`], then
+//! [`elf::drop_redundant_rpaths_in_tree`] (with [`elf::StagedLexists`] when the prefix is still
+//! in a staging directory, so entries under the final prefix are checked where they are now).
 //!
 //! **Writes and hardlinks.** Text files, binaries and scripts are rewritten *in place through
 //! the open file* (same inode: overwrite, then truncate when the size changed), never by writing a
@@ -36,7 +39,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-pub use prefix_map::PrefixMap;
+pub use prefix_map::{old_prefixes_by_hash, PrefixMap, PrefixPairs};
 
 /// Errors of the relocation step. Every message names the file and says what to do.
 #[derive(Debug, thiserror::Error)]

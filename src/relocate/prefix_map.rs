@@ -104,6 +104,18 @@ impl PrefixMap {
         m
     }
 
+    /// This map without identity entries, borrowed when there are none (keeps the compiled
+    /// matcher cached across files).
+    pub fn without_identities(&self) -> std::borrow::Cow<'_, PrefixMap> {
+        if self.entries.iter().any(|(k, v)| k == v) {
+            let mut m = self.clone();
+            m.drop_identities();
+            std::borrow::Cow::Owned(m)
+        } else {
+            std::borrow::Cow::Borrowed(self)
+        }
+    }
+
     /// The entries in order.
     pub fn entries(&self) -> &[(Vec<u8>, Vec<u8>)] {
         &self.entries
@@ -182,6 +194,9 @@ impl PrefixMap {
     }
 }
 
+/// `(old_prefix, new_prefix)` pairs.
+pub type PrefixPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Old prefixes of the specs to relocate, from buildinfo `hash_to_prefix` (Spack ≥ 0.20) or,
 /// when absent, the inverse of `prefix_to_hash` (≤ 0.19; a later prefix of the same hash wins).
 /// `specs` = `(dag_hash, new_prefix)` in `specs_to_relocate` order; specs whose hash is not in the
@@ -192,7 +207,7 @@ pub fn old_prefixes_by_hash(
     hash_to_prefix: Option<&[(String, String)]>,
     prefix_to_hash: Option<&[(String, String)]>,
     specs: &[(String, Vec<u8>)],
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RelocateError> {
+) -> Result<PrefixPairs, RelocateError> {
     let lookup: HashMap<&str, &str> = if let Some(h2p) = hash_to_prefix {
         h2p.iter().map(|(h, p)| (h.as_str(), p.as_str())).collect()
     } else if let Some(p2h) = prefix_to_hash {

@@ -23,8 +23,7 @@ fn is_path(b: u8) -> bool {
 /// Apply the text substitution to `data`. Returns `None` when nothing matched (the file stays
 /// as it is), otherwise the new content (which may be longer or shorter).
 pub fn relocate_text_bytes(data: &[u8], map: &PrefixMap) -> Option<Vec<u8>> {
-    let mut m = map.clone();
-    m.drop_identities();
+    let m = map.without_identities();
     relocate_text_bytes_filtered(data, &m)
 }
 
@@ -75,8 +74,7 @@ fn relocate_text_bytes_filtered(data: &[u8], map: &PrefixMap) -> Option<Vec<u8>>
 /// Relocate one text file in place (same inode, so hardlinked names follow; mode preserved).
 /// Returns whether the file changed. An identity/empty map reads nothing.
 pub fn relocate_text_file(path: &Path, map: &PrefixMap) -> Result<bool, RelocateError> {
-    let mut m = map.clone();
-    m.drop_identities();
+    let m = map.without_identities();
     if m.is_empty() {
         return Ok(false);
     }
@@ -234,17 +232,27 @@ mod tests {
 
         #[test]
         fn matches_naive_python_semantics(data in "[ /a-c_.x-]{0,40}",
-                                          old in "[/a-c]{1,4}", new in "[A-Z]{0,4}") {
-            let m = PrefixMap::from_pairs([(old.as_bytes(), new.as_bytes())]);
+                                          old in "[/a-c]{1,4}", new in "[A-Z]{0,4}",
+                                          old2 in "[/a-c]{1,3}", new2 in "[A-Z]{0,4}") {
+            let pairs = vec![(old.into_bytes(), new.into_bytes()), (old2.into_bytes(), new2.into_bytes())];
+            let m = PrefixMap::from_pairs(pairs.clone());
             let got = relocate_text_bytes(data.as_bytes(), &m)
                 .unwrap_or_else(|| data.as_bytes().to_vec());
-            let want = naive(data.as_bytes(), old.as_bytes(), new.as_bytes());
+            let mut pairs = pairs;
+            if pairs[1].0 == pairs[0].0 {
+                // dict semantics: same key keeps the first position, takes the last value
+                pairs[0].1 = pairs[1].1.clone();
+                pairs.pop();
+            }
+            pairs.retain(|(k, v)| k != v);
+            let want = naive(data.as_bytes(), &pairs);
             prop_assert_eq!(got, want);
         }
     }
 
-    /// Direct transcription of the backtracking semantics of Spack's regex for one prefix.
-    fn naive(data: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
+    /// Direct transcription of the backtracking semantics of Spack's regex: scan positions,
+    /// look-behind, lazy word run, alternatives in order, greedy path tail.
+    fn naive(data: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
         let mut out = Vec::new();
         let mut pos = 0;
         let mut copied = 0;
@@ -255,8 +263,8 @@ mod tests {
                 if p == 0 || !is_path(data[p - 1]) {
                     let mut k = p;
                     loop {
-                        if data[k..].starts_with(old) {
-                            matched = Some((p, k));
+                        if let Some(i) = pairs.iter().position(|(o, _)| data[k..].starts_with(o)) {
+                            matched = Some((k, i));
                             break 'outer;
                         }
                         if k < data.len() && is_word(data[k]) {
@@ -268,7 +276,8 @@ mod tests {
                 }
                 p += 1;
             }
-            let Some((_p, q)) = matched else { break };
+            let Some((q, i)) = matched else { break };
+            let (old, new) = (&pairs[i].0, &pairs[i].1);
             let mut e = q + old.len();
             while e < data.len() && is_path(data[e]) {
                 e += 1;

@@ -381,4 +381,23 @@ mod tests {
         );
         assert!(s.url_of("../etc/passwd").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn content_range_never_panics(v in "\\PC{0,40}") {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(CONTENT_RANGE, v);
+                let _ = parse_content_range(&h);
+            }
+        }
+
+        #[test]
+        fn content_range_roundtrip(a in 0u64..1 << 40, len in 1u64..1 << 20, extra in 0u64..10) {
+            let mut h = HeaderMap::new();
+            let total = a + len + extra;
+            h.insert(CONTENT_RANGE, HeaderValue::from_str(&format!("bytes {}-{}/{}", a, a + len - 1, total)).unwrap());
+            proptest::prop_assert_eq!(parse_content_range(&h), Some((a, Some(total))));
+        }
+    }
 }

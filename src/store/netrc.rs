@@ -52,11 +52,11 @@ impl Netrc {
         let mut tokens: Vec<String> = Vec::new();
         // Tokenise line by line so that `macdef` bodies (up to an empty line) can be skipped.
         while let Some(line) = lines.next() {
+            if line.trim_start().starts_with('#') {
+                continue; // comment line
+            }
             let mut words = line.split_whitespace();
             while let Some(word) = words.next() {
-                if word.starts_with('#') && tokens.is_empty() {
-                    break; // comment line
-                }
                 if word == "macdef" {
                     let _name = words.next();
                     // Skip the macro body: lines until an empty one.
@@ -68,10 +68,6 @@ impl Netrc {
                     break;
                 }
                 tokens.push(word.to_string());
-            }
-            // comments in the middle of the token stream: netrc has none officially; ignore.
-            if tokens.first().is_some_and(|t| t.starts_with('#')) {
-                tokens.clear();
             }
         }
         let mut iter = tokens.into_iter();
@@ -165,7 +161,7 @@ mod tests {
     #[test]
     fn parses_machines_and_default() {
         let n = Netrc::parse(
-            "# comment\nmachine a.example login alice password s3cret\n\
+            "# comment\nmachine a.example login alice password s3cret\n# machine b.example login old\n\
              machine b.example\n  login bob\n  password pw2\n  account x\n\
              macdef init\ncd /pub\nls\n\ndefault login anon password guest\n",
         );
@@ -189,5 +185,23 @@ mod tests {
         let n = Netrc::parse("machine a login u password hunter2");
         let dbg = format!("{n:?}");
         assert!(!dbg.contains("hunter2"), "{dbg}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(text in "(machine|default|login|password|account|macdef|#|\\PC|[ \n\t]){0,40}") {
+            let n = Netrc::parse(&text);
+            let _ = n.lookup("h");
+        }
+
+        #[test]
+        fn finds_the_machine(host in "[a-z0-9]{1,20}\\.example", user in "[a-z]{1,8}", pw in "[!-~]{1,12}") {
+            let n = Netrc::parse(&format!("machine other login x password y\nmachine {host} login {user} password {pw}\n"));
+            let e = n.lookup(&host).unwrap();
+            if host != "other" {
+                proptest::prop_assert_eq!(&e.login, &user);
+                proptest::prop_assert_eq!(e.password.as_ref().unwrap().expose(), pw.as_str());
+            }
+        }
     }
 }

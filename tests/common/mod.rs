@@ -7,6 +7,9 @@
 
 pub mod http_server;
 
+#[allow(unused_imports)]
+pub use http_server::{Fault, HttpServer, RequestRecord, ALWAYS};
+
 use std::path::{Path, PathBuf};
 
 /// Directory of the shared fixture caches (`spack-v3/`, `spack-v2/`, `keys/`, …).
