@@ -2,7 +2,7 @@
 //! a key a mirror publishes is trusted when its fingerprint is pinned.
 
 use std::collections::HashSet;
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 
 use tracing::{debug, info};
 
@@ -16,7 +16,8 @@ pub struct TrustContext {
     /// `--allow-unsigned`: unsigned content is accepted from every mirror.
     pub allow_unsigned: bool,
     /// Mirrors whose published keys were already checked against the pins.
-    pins_checked: Mutex<HashSet<String>>,
+    /// Held while a mirror's keys are fetched, so concurrent verifications wait for the result.
+    pins_checked: tokio::sync::Mutex<HashSet<String>>,
 }
 
 impl TrustContext {
@@ -24,7 +25,7 @@ impl TrustContext {
         TrustContext {
             keyring: RwLock::new(keyring),
             allow_unsigned,
-            pins_checked: Mutex::new(HashSet::new()),
+            pins_checked: tokio::sync::Mutex::new(HashSet::new()),
         }
     }
 
@@ -39,13 +40,10 @@ impl TrustContext {
         if v.status != SignatureStatus::UnknownKey || !self.has_pins() {
             return Ok(v);
         }
-        let first_time = self
-            .pins_checked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(mirror.url.clone());
-        if !first_time {
-            return Ok(v);
+        let mut checked = self.pins_checked.lock().await;
+        if !checked.insert(mirror.url.clone()) {
+            // Another verification already loaded this mirror's pinned keys (or found none).
+            return Ok(self.keyring().verify_cleartext(text));
         }
         debug!("signer unknown; checking {}'s published keys against the pins", mirror.url);
         let keys = match mirror_keys(mirror).await {

@@ -153,7 +153,7 @@ impl Context {
             ))
         })?;
         Ok(Mirror {
-            name: if name == url { store.display_url() } else { name },
+            name,
             url: store.display_url(),
             store,
             signed,
