@@ -18,7 +18,9 @@ pub const LONG_VERSION: &str = concat!(
 /// Install, verify, mirror and publish Spack binary buildcaches, without Spack.
 #[derive(Debug, Parser)]
 #[command(name = "sf-cache", version, long_version = LONG_VERSION, propagate_version = true)]
-#[command(after_help = "Exit codes: 0 ok, 1 other failure, 2 usage error, 3 verification failure, 4 nothing matches the query.")]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 other failure, 2 usage error, 3 verification failure, 4 nothing matches the query."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

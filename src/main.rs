@@ -28,7 +28,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "sf-cache", &mut std::io::stdout());
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "sf-cache",
+                &mut std::io::stdout(),
+            );
             return Ok(());
         }
         Command::Man => {

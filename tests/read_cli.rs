@@ -55,7 +55,11 @@ impl Home {
     /// A home that trusts the fixture key.
     fn trusting() -> Home {
         let h = Home::new();
-        let out = h.run(&["keys", "add", fx("keys/sf-cache-fixture.pub.asc").to_str().unwrap()]);
+        let out = h.run(&[
+            "keys",
+            "add",
+            fx("keys/sf-cache-fixture.pub.asc").to_str().unwrap(),
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
         h
     }
@@ -102,7 +106,10 @@ fn fixture_fingerprint() -> String {
 /// The (checksum, size) of the blob with `media_prefix` in a v3 manifest file.
 fn manifest_blob(manifest: &Path, media_prefix: &str) -> (String, u64) {
     let text = std::fs::read_to_string(manifest).unwrap();
-    let json_start = text.find("{\n\"version\"").or_else(|| text.find('{')).unwrap();
+    let json_start = text
+        .find("{\n\"version\"")
+        .or_else(|| text.find('{'))
+        .unwrap();
     let json_end = text
         .find("-----BEGIN PGP SIGNATURE-----")
         .unwrap_or(text.len());
@@ -186,7 +193,12 @@ fn check_v3_list(home: &Home, mirror: &str) {
             t("libgreet", "1.2.0", V3_LIBGREET),
         ]
     );
-    let greet = v.as_array().unwrap().iter().find(|r| r["name"] == "greet").unwrap();
+    let greet = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "greet")
+        .unwrap();
     assert_eq!(greet["compiler"], "gcc@12.2.0");
     assert_eq!(greet["arch"], "linux-debian12-x86_64");
     assert_eq!(greet["layout"], "v3");
@@ -196,8 +208,16 @@ fn check_v3_list(home: &Home, mirror: &str) {
     let all = json(&home.run(&["list", "--all", "--json", "--mirror", mirror]));
     let all = names_and_hashes(&all);
     assert_eq!(all.len(), 7, "{all:?}");
-    for (n, v) in [("gcc", "12.2.0"), ("gcc-runtime", "12.2.0"), ("glibc", "2.36"), ("gmake", "4.3")] {
-        assert!(all.iter().any(|(a, b, _)| a == n && b == v), "{n} missing from {all:?}");
+    for (n, v) in [
+        ("gcc", "12.2.0"),
+        ("gcc-runtime", "12.2.0"),
+        ("glibc", "2.36"),
+        ("gmake", "4.3"),
+    ] {
+        assert!(
+            all.iter().any(|(a, b, _)| a == n && b == v),
+            "{n} missing from {all:?}"
+        );
     }
 }
 
@@ -205,7 +225,10 @@ fn check_v2_list(home: &Home, mirror: &str) {
     let v = json(&home.run(&["list", "--json", "--mirror", mirror]));
     assert_eq!(
         names_and_hashes(&v),
-        vec![t("greet", "2.1.0", V2_GREET), t("libgreet", "1.2.0", V2_LIBGREET)]
+        vec![
+            t("greet", "2.1.0", V2_GREET),
+            t("libgreet", "1.2.0", V2_LIBGREET)
+        ]
     );
     assert!(v.as_array().unwrap().iter().all(|r| r["layout"] == "v2"));
     assert!(v
@@ -230,13 +253,16 @@ fn check_v2_list(home: &Home, mirror: &str) {
 fn list_all_three_caches_from_a_path() {
     let home = Home::new();
     check_v3_list(&home, fx("spack-v3").to_str().unwrap());
-    check_v3_list(&home, &format!("file://{}", fx("spack-v3-unsigned").display()));
+    check_v3_list(
+        &home,
+        &format!("file://{}", fx("spack-v3-unsigned").display()),
+    );
     check_v2_list(&home, fx("spack-v2").to_str().unwrap());
 }
 
 #[test]
 fn list_all_three_caches_over_http() {
-    let server = HttpServer::start(&common::fixtures_dir());
+    let server = HttpServer::start(common::fixtures_dir());
     let home = Home::new();
     check_v3_list(&home, &format!("{}/spack-v3", server.base_url()));
     check_v3_list(&home, &format!("{}/spack-v3-unsigned/", server.base_url()));
@@ -253,20 +279,27 @@ fn list_human_table_is_sorted_and_short() {
     assert!(lines[0].starts_with("NAME"), "{text}");
     assert!(lines[1].starts_with("compiler-wrapper"));
     assert!(lines[2].starts_with("greet") && lines[2].contains(&V3_GREET[..7]));
-    assert!(!lines[2].contains(V3_GREET), "hash must be shortened: {text}");
+    assert!(
+        !lines[2].contains(V3_GREET),
+        "hash must be shortened: {text}"
+    );
     assert!(lines[3].starts_with("libgreet"));
 }
 
 #[test]
 fn index_is_cached_by_checksum_and_not_refetched() {
-    let server = HttpServer::start(&common::fixtures_dir());
+    let server = HttpServer::start(common::fixtures_dir());
     let home = Home::new();
     let url = format!("{}/spack-v3", server.base_url());
     let (index_digest, _) = {
         let m = fx("spack-v3/v3/manifests/index/index.manifest.json");
         manifest_blob(&m, "application/vnd.spack.db.v")
     };
-    let blob = format!("/spack-v3/blobs/sha256/{}/{}", &index_digest[..2], index_digest);
+    let blob = format!(
+        "/spack-v3/blobs/sha256/{}/{}",
+        &index_digest[..2],
+        index_digest
+    );
     json(&home.run(&["list", "--json", "--mirror", &url]));
     json(&home.run(&["list", "--json", "--mirror", &url]));
     assert_eq!(server.requests(&blob), 1, "index blob fetched again");
@@ -284,7 +317,13 @@ fn v3_and_v2_mirrors_together_and_mirror_order() {
     let v3 = fx("spack-v3");
     let v2 = fx("spack-v2");
     let v = json(&home.run(&[
-        "list", "--json", "greet", "--mirror", v3.to_str().unwrap(), "--mirror", v2.to_str().unwrap(),
+        "list",
+        "--json",
+        "greet",
+        "--mirror",
+        v3.to_str().unwrap(),
+        "--mirror",
+        v2.to_str().unwrap(),
     ]));
     let rows = v.as_array().unwrap();
     assert_eq!(rows.len(), 2);
@@ -300,7 +339,12 @@ fn v3_and_v2_mirrors_together_and_mirror_order() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["hash"].as_str().unwrap().to_string(), r["layout"].as_str().unwrap().to_string()))
+        .map(|r| {
+            (
+                r["hash"].as_str().unwrap().to_string(),
+                r["layout"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert!(layouts.contains(&(V3_GREET.into(), "v3".into())));
     assert!(layouts.contains(&(V2_GREET.into(), "v2".into())));
@@ -311,7 +355,13 @@ fn v3_and_v2_mirrors_together_and_mirror_order() {
 // queries
 
 fn matches(home: &Home, mirror: &Path, query: &str) -> Vec<String> {
-    let out = home.run(&["list", "--json", "--mirror", mirror.to_str().unwrap(), query]);
+    let out = home.run(&[
+        "list",
+        "--json",
+        "--mirror",
+        mirror.to_str().unwrap(),
+        query,
+    ]);
     if code(&out) == 4 {
         return vec![];
     }
@@ -347,17 +397,33 @@ fn query_cases() {
         assert_eq!(matches(&home, &m, "greet %gcc@12"), greet, "{cache}");
         assert!(matches(&home, &m, "greet%gcc@13.4.0").is_empty(), "{cache}");
         assert!(matches(&home, &m, "greet%clang").is_empty(), "{cache}");
-        assert_eq!(matches(&home, &m, "greet build_system=generic"), greet, "{cache}");
-        assert!(matches(&home, &m, "greet build_system=cmake").is_empty(), "{cache}");
+        assert_eq!(
+            matches(&home, &m, "greet build_system=generic"),
+            greet,
+            "{cache}"
+        );
+        assert!(
+            matches(&home, &m, "greet build_system=cmake").is_empty(),
+            "{cache}"
+        );
         assert!(matches(&home, &m, "greet+gpu").is_empty(), "{cache}");
-        assert_eq!(matches(&home, &m, "greet target=x86_64 os=debian12 platform=linux"), greet);
+        assert_eq!(
+            matches(&home, &m, "greet target=x86_64 os=debian12 platform=linux"),
+            greet
+        );
         assert!(matches(&home, &m, "greet os=rhel8").is_empty());
         assert!(matches(&home, &m, "greet target=aarch64").is_empty());
         assert_eq!(matches(&home, &m, "@1.2.0"), vec!["libgreet".to_string()]);
     }
     let m = fx("spack-v3");
-    assert_eq!(matches(&home, &m, &format!("/{}", &V3_GREET[..6])), vec!["greet".to_string()]);
-    assert_eq!(matches(&home, &m, &format!("/{V3_LIBGREET}")), vec!["libgreet".to_string()]);
+    assert_eq!(
+        matches(&home, &m, &format!("/{}", &V3_GREET[..6])),
+        vec!["greet".to_string()]
+    );
+    assert_eq!(
+        matches(&home, &m, &format!("/{V3_LIBGREET}")),
+        vec!["libgreet".to_string()]
+    );
     assert!(matches(&home, &m, "/zzzzzz").is_empty());
     // compiler-wrapper has no compiler dependency; the two packages built with gcc match.
     assert_eq!(
@@ -400,10 +466,17 @@ fn check_v3_show(home: &Home, mirror: &str, cache_dir: &Path) {
     assert_eq!(v["spec"]["layout"], "v3");
     assert_eq!(v["signature"]["status"], "good");
     assert_eq!(v["signature"]["fingerprint"], fixture_fingerprint());
-    assert!(v["signature"]["user_id"].as_str().unwrap().contains("sf-cache fixture"));
+    assert!(v["signature"]["user_id"]
+        .as_str()
+        .unwrap()
+        .contains("sf-cache fixture"));
     // Blobs as the manifest says.
-    let (tar_digest, tar_size) = manifest_blob(&greet_manifest(cache_dir), "application/vnd.spack.install.v");
-    let (spec_digest, spec_size) = manifest_blob(&greet_manifest(cache_dir), "application/vnd.spack.spec.v");
+    let (tar_digest, tar_size) = manifest_blob(
+        &greet_manifest(cache_dir),
+        "application/vnd.spack.install.v",
+    );
+    let (spec_digest, spec_size) =
+        manifest_blob(&greet_manifest(cache_dir), "application/vnd.spack.spec.v");
     let blobs = v["blobs"].as_array().unwrap();
     assert_eq!(blobs[0]["digest"], format!("sha256:{tar_digest}"));
     assert_eq!(blobs[0]["size"], tar_size);
@@ -416,14 +489,21 @@ fn check_v3_show(home: &Home, mirror: &str, cache_dir: &Path) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| (n["name"].as_str().unwrap().to_string(), n["external"].as_bool().unwrap()))
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["external"].as_bool().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(closure.last().unwrap(), &("greet".to_string(), false));
     let pos = |n: &str| closure.iter().position(|(x, _)| x == n).unwrap();
     assert!(pos("libgreet") < pos("greet"));
     assert!(closure.contains(&("glibc".into(), true)));
     assert!(closure.contains(&("gcc-runtime".into(), true)));
-    assert!(!closure.iter().any(|(n, _)| n == "compiler-wrapper" || n == "gmake" || n == "gcc"));
+    assert!(!closure
+        .iter()
+        .any(|(n, _)| n == "compiler-wrapper" || n == "gmake" || n == "gcc"));
     assert_eq!(closure.len(), 4, "{closure:?}");
     let deps: Vec<&str> = v["dependencies"]
         .as_array()
@@ -431,8 +511,23 @@ fn check_v3_show(home: &Home, mirror: &str, cache_dir: &Path) {
         .iter()
         .map(|d| d["name"].as_str().unwrap())
         .collect();
-    assert_eq!(deps, vec!["compiler-wrapper", "gcc", "gcc-runtime", "glibc", "gmake", "libgreet"]);
-    let libgreet = v["dependencies"].as_array().unwrap().iter().find(|d| d["name"] == "libgreet").unwrap();
+    assert_eq!(
+        deps,
+        vec![
+            "compiler-wrapper",
+            "gcc",
+            "gcc-runtime",
+            "glibc",
+            "gmake",
+            "libgreet"
+        ]
+    );
+    let libgreet = v["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "libgreet")
+        .unwrap();
     assert_eq!(libgreet["deptypes"], serde_json::json!(["link", "run"]));
     // Every binary of the closure had its signature checked.
     let sigs = v["closure_verification"].as_array().unwrap();
@@ -443,15 +538,19 @@ fn check_v3_show(home: &Home, mirror: &str, cache_dir: &Path) {
 #[test]
 fn show_v3_from_path_and_http() {
     let home = Home::trusting();
-    let server = HttpServer::start(&common::fixtures_dir());
+    let server = HttpServer::start(common::fixtures_dir());
     check_v3_show(&home, fx("spack-v3").to_str().unwrap(), &fx("spack-v3"));
-    check_v3_show(&home, &format!("{}/spack-v3", server.base_url()), &fx("spack-v3"));
+    check_v3_show(
+        &home,
+        &format!("{}/spack-v3", server.base_url()),
+        &fx("spack-v3"),
+    );
 }
 
 #[test]
 fn show_v2_from_path_and_http() {
     let home = Home::trusting();
-    let server = HttpServer::start(&common::fixtures_dir());
+    let server = HttpServer::start(common::fixtures_dir());
     for m in [
         fx("spack-v2").display().to_string(),
         format!("{}/spack-v2", server.base_url()),
@@ -462,16 +561,28 @@ fn show_v2_from_path_and_http() {
         assert_eq!(v["spec"]["compiler"], "gcc@12.2.0");
         assert_eq!(v["signature"]["status"], "good");
         assert_eq!(v["signature"]["fingerprint"], fixture_fingerprint());
-        let closure: Vec<&str> = v["closure"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+        let closure: Vec<&str> = v["closure"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap())
+            .collect();
         assert_eq!(closure.len(), 4, "{closure:?}");
         assert_eq!(*closure.last().unwrap(), "greet");
-        assert!(closure.iter().position(|n| *n == "libgreet") < closure.iter().position(|n| *n == "greet"));
+        assert!(
+            closure.iter().position(|n| *n == "libgreet")
+                < closure.iter().position(|n| *n == "greet")
+        );
         // The tarball digest is the one the signed spec file records.
         let sig = std::fs::read_to_string(fx(&format!(
             "spack-v2/build_cache/linux-debian12-x86_64-gcc-12.2.0-greet-2.1.0-{V2_GREET}.spec.json.sig"
         )))
         .unwrap();
-        let digest = v["blobs"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+        let digest = v["blobs"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string();
         assert!(sig.contains(&digest));
     }
 }
@@ -479,19 +590,46 @@ fn show_v2_from_path_and_http() {
 #[test]
 fn show_verify_blobs_downloads_and_checks_tarballs() {
     let home = Home::trusting();
-    let server = HttpServer::start(&common::fixtures_dir());
-    let v = json(&show_json(&home, &format!("{}/spack-v3", server.base_url()), "greet", &["--verify-blobs"]));
+    let server = HttpServer::start(common::fixtures_dir());
+    let v = json(&show_json(
+        &home,
+        &format!("{}/spack-v3", server.base_url()),
+        "greet",
+        &["--verify-blobs"],
+    ));
     assert_eq!(v["blobs"][0]["verified"], true);
-    assert!(v["closure_verification"].as_array().unwrap().iter().all(|c| c["tarball"]["verified"] == true));
+    assert!(v["closure_verification"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["tarball"]["verified"] == true));
 
     let bad = copy_cache("spack-v3");
-    let (tar, _) = manifest_blob(&greet_manifest(bad.path()), "application/vnd.spack.install.v");
-    flip_byte(&bad.path().join(format!("blobs/sha256/{}/{tar}", &tar[..2])), 5000);
+    let (tar, _) = manifest_blob(
+        &greet_manifest(bad.path()),
+        "application/vnd.spack.install.v",
+    );
+    flip_byte(
+        &bad.path().join(format!("blobs/sha256/{}/{tar}", &tar[..2])),
+        5000,
+    );
     let out = show_json(&home, bad.path().to_str().unwrap(), "greet", &[]);
-    assert!(out.status.success(), "without --verify-blobs the tarball is not read");
-    let out = show_json(&home, bad.path().to_str().unwrap(), "greet", &["--verify-blobs"]);
+    assert!(
+        out.status.success(),
+        "without --verify-blobs the tarball is not read"
+    );
+    let out = show_json(
+        &home,
+        bad.path().to_str().unwrap(),
+        "greet",
+        &["--verify-blobs"],
+    );
     assert_eq!(code(&out), 3, "{}", stderr(&out));
-    assert!(stderr(&out).contains("checksum mismatch"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("checksum mismatch"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -512,8 +650,19 @@ fn unsigned_cache_needs_allow_unsigned() {
     let m = fx("spack-v3-unsigned");
     let out = show_json(&home, m.to_str().unwrap(), "greet", &[]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
-    assert!(stderr(&out).contains("--allow-unsigned"), "{}", stderr(&out));
-    let v = json(&home.run(&["--allow-unsigned", "show", "--json", "--mirror", m.to_str().unwrap(), "greet"]));
+    assert!(
+        stderr(&out).contains("--allow-unsigned"),
+        "{}",
+        stderr(&out)
+    );
+    let v = json(&home.run(&[
+        "--allow-unsigned",
+        "show",
+        "--json",
+        "--mirror",
+        m.to_str().unwrap(),
+        "greet",
+    ]));
     assert_eq!(v["signature"]["status"], "unsigned");
     assert_eq!(v["spec"]["hash"], V3_GREET);
 
@@ -521,7 +670,10 @@ fn unsigned_cache_needs_allow_unsigned() {
     let cfg = home.dir.path().join("config.toml");
     std::fs::write(
         &cfg,
-        format!("[[mirror]]\nname = \"local\"\nurl = \"{}\"\nsigned = false\n", m.display()),
+        format!(
+            "[[mirror]]\nname = \"local\"\nurl = \"{}\"\nsigned = false\n",
+            m.display()
+        ),
     )
     .unwrap();
     let v = json(&home.run(&["show", "--json", "--mirror", "local", "greet"]));
@@ -557,10 +709,18 @@ fn changed_spec_blob_is_a_checksum_failure() {
     let home = Home::trusting();
     let bad = copy_cache("spack-v3");
     let (spec, _) = manifest_blob(&greet_manifest(bad.path()), "application/vnd.spack.spec.v");
-    flip_byte(&bad.path().join(format!("blobs/sha256/{}/{spec}", &spec[..2])), 100);
+    flip_byte(
+        &bad.path()
+            .join(format!("blobs/sha256/{}/{spec}", &spec[..2])),
+        100,
+    );
     let out = show_json(&home, bad.path().to_str().unwrap(), "greet", &[]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
-    assert!(stderr(&out).contains("checksum mismatch"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("checksum mismatch"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -571,8 +731,13 @@ fn a_bad_copy_falls_back_to_the_next_mirror_with_the_same_hash() {
     let text = std::fs::read_to_string(&manifest).unwrap();
     flip_byte(&manifest, text.find("\"checksum\":\"").unwrap() + 12);
     let v = json(&home.run(&[
-        "show", "--json", "--mirror", bad.path().to_str().unwrap(), "--mirror",
-        fx("spack-v3").to_str().unwrap(), "greet",
+        "show",
+        "--json",
+        "--mirror",
+        bad.path().to_str().unwrap(),
+        "--mirror",
+        fx("spack-v3").to_str().unwrap(),
+        "greet",
     ]));
     assert_eq!(v["signature"]["status"], "good");
     assert_eq!(v["spec"]["mirror"], fx("spack-v3").display().to_string());
@@ -603,21 +768,37 @@ fn broken_mirrors_fail_with_one_clear_line() {
     // Malformed index JSON (v2, no hash file).
     let bad = copy_cache("spack-v2");
     std::fs::remove_file(bad.path().join("build_cache/index.json.hash")).unwrap();
-    std::fs::write(bad.path().join("build_cache/index.json"), b"{\"database\": [1,2,").unwrap();
+    std::fs::write(
+        bad.path().join("build_cache/index.json"),
+        b"{\"database\": [1,2,",
+    )
+    .unwrap();
     let out = home.run(&["list", "--mirror", bad.path().to_str().unwrap()]);
     assert_eq!(code(&out), 1);
     assert!(one_line(&out).contains("index.json"));
     // Truncated index.
     let idx = fx("spack-v2/build_cache/index.json");
     let full = std::fs::read(&idx).unwrap();
-    std::fs::write(bad.path().join("build_cache/index.json"), &full[..full.len() / 2]).unwrap();
+    std::fs::write(
+        bad.path().join("build_cache/index.json"),
+        &full[..full.len() / 2],
+    )
+    .unwrap();
     let out = home.run(&["list", "--mirror", bad.path().to_str().unwrap()]);
     assert_eq!(code(&out), 1);
     assert!(one_line(&out).contains("truncated"));
     // Index blob whose content does not match its manifest checksum.
     let bad3 = copy_cache("spack-v3");
-    let (digest, _) = manifest_blob(&bad3.path().join("v3/manifests/index/index.manifest.json"), "application/vnd.spack.db.v");
-    flip_byte(&bad3.path().join(format!("blobs/sha256/{}/{digest}", &digest[..2])), 50);
+    let (digest, _) = manifest_blob(
+        &bad3.path().join("v3/manifests/index/index.manifest.json"),
+        "application/vnd.spack.db.v",
+    );
+    flip_byte(
+        &bad3
+            .path()
+            .join(format!("blobs/sha256/{}/{digest}", &digest[..2])),
+        50,
+    );
     let out = home.run(&["list", "--mirror", bad3.path().to_str().unwrap()]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(one_line(&out).contains("checksum mismatch"));
@@ -656,8 +837,16 @@ fn keys_add_list_remove_and_trust_mirror() {
     let home = Home::new();
     let fpr = fixture_fingerprint();
     let v = json(&home.run(&["keys", "list", "--json"]));
-    assert!(v["pinned"].as_array().unwrap().iter().any(|p| p == "FDEA90667641505264EFD114DFB92630BCA5AB71"));
-    assert!(!v["keys"].as_array().unwrap().iter().any(|k| k["fingerprint"] == fpr.as_str()));
+    assert!(v["pinned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p == "FDEA90667641505264EFD114DFB92630BCA5AB71"));
+    assert!(!v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["fingerprint"] == fpr.as_str()));
 
     // trust-mirror shows the key but trusts it only with --yes.
     let out = home.run(&["keys", "trust-mirror", fx("spack-v3").to_str().unwrap()]);
@@ -666,12 +855,27 @@ fn keys_add_list_remove_and_trust_mirror() {
     assert!(stdout(&out).contains("sf-cache fixture"));
     let out = show_json(&home, fx("spack-v3").to_str().unwrap(), "greet", &[]);
     assert_eq!(code(&out), 3);
-    let out = home.run(&["keys", "trust-mirror", fx("spack-v2").to_str().unwrap(), "--yes"]);
+    let out = home.run(&[
+        "keys",
+        "trust-mirror",
+        fx("spack-v2").to_str().unwrap(),
+        "--yes",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v = json(&home.run(&["keys", "list", "--json"]));
-    let k = v["keys"].as_array().unwrap().iter().find(|k| k["fingerprint"] == fpr.as_str()).unwrap();
+    let k = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["fingerprint"] == fpr.as_str())
+        .unwrap();
     assert_eq!(k["source"], "user");
-    json(&show_json(&home, fx("spack-v3").to_str().unwrap(), "greet", &[]));
+    json(&show_json(
+        &home,
+        fx("spack-v3").to_str().unwrap(),
+        "greet",
+        &[],
+    ));
 
     let out = home.run(&["keys", "remove", &fpr]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -681,12 +885,25 @@ fn keys_add_list_remove_and_trust_mirror() {
     assert_eq!(code(&out), 1);
 
     // A pin in the config makes the mirror's published key trusted.
-    std::fs::write(home.dir.path().join("config.toml"), format!("[trust]\npinned = [\"{fpr}\"]\n")).unwrap();
-    let v = json(&show_json(&home, fx("spack-v3").to_str().unwrap(), "greet", &[]));
+    std::fs::write(
+        home.dir.path().join("config.toml"),
+        format!("[trust]\npinned = [\"{fpr}\"]\n"),
+    )
+    .unwrap();
+    let v = json(&show_json(
+        &home,
+        fx("spack-v3").to_str().unwrap(),
+        "greet",
+        &[],
+    ));
     assert_eq!(v["signature"]["status"], "good");
 
     // Not a key.
-    let out = home.run(&["keys", "add", fx("spack-v3/v3/layout.json").to_str().unwrap()]);
+    let out = home.run(&[
+        "keys",
+        "add",
+        fx("spack-v3/v3/layout.json").to_str().unwrap(),
+    ]);
     assert_eq!(code(&out), 1);
 }
 

@@ -26,14 +26,23 @@ pub async fn run(ctx: &Context, cmd: &KeysCommand) -> CmdResult {
         KeysCommand::Add { file } => {
             let added = ctx.user_keyring().add_file(file)?;
             if ctx.out.json {
-                ctx.out.json(&added.iter().map(|k| KeyRow {
-                    fingerprint: k.fingerprint.clone(),
-                    user_ids: k.user_ids.clone(),
-                    source: "user".into(),
-                }).collect::<Vec<_>>())?;
+                ctx.out.json(
+                    &added
+                        .iter()
+                        .map(|k| KeyRow {
+                            fingerprint: k.fingerprint.clone(),
+                            user_ids: k.user_ids.clone(),
+                            source: "user".into(),
+                        })
+                        .collect::<Vec<_>>(),
+                )?;
             } else {
                 for k in &added {
-                    ctx.out.line(format!("trusted {} {}", k.fingerprint, k.user_ids.join(", ")))?;
+                    ctx.out.line(format!(
+                        "trusted {} {}",
+                        k.fingerprint,
+                        k.user_ids.join(", ")
+                    ))?;
                 }
             }
             Ok(())
@@ -90,11 +99,19 @@ fn list(ctx: &Context) -> CmdResult {
     let rows: Vec<Vec<String>> = report
         .keys
         .iter()
-        .map(|k| vec![k.fingerprint.clone(), k.source.clone(), k.user_ids.join(", ")])
+        .map(|k| {
+            vec![
+                k.fingerprint.clone(),
+                k.source.clone(),
+                k.user_ids.join(", "),
+            ]
+        })
         .collect();
-    ctx.out.table(&["FINGERPRINT", "SOURCE", "USER IDS"], &rows)?;
+    ctx.out
+        .table(&["FINGERPRINT", "SOURCE", "USER IDS"], &rows)?;
     if !report.pinned.is_empty() {
-        ctx.out.line("pinned (trusted when a mirror publishes them):")?;
+        ctx.out
+            .line("pinned (trusted when a mirror publishes them):")?;
         for p in &report.pinned {
             ctx.out.line(format!("  {p}"))?;
         }
@@ -114,7 +131,8 @@ async fn trust_mirror(ctx: &Context, name: &str, yes: bool) -> CmdResult {
     let mut rows = Vec::new();
     for k in &keys {
         if yes {
-            ctx.user_keyring().add_bytes(k.armored.as_bytes(), &mirror.url)?;
+            ctx.user_keyring()
+                .add_bytes(k.armored.as_bytes(), &mirror.url)?;
         }
         rows.push(KeyRow {
             fingerprint: k.fingerprint.clone(),
@@ -129,12 +147,18 @@ async fn trust_mirror(ctx: &Context, name: &str, yes: bool) -> CmdResult {
             trusted: bool,
             keys: &'a [KeyRow],
         }
-        ctx.out.json(&Report { mirror: &mirror.url, trusted: yes, keys: &rows })?;
+        ctx.out.json(&Report {
+            mirror: &mirror.url,
+            trusted: yes,
+            keys: &rows,
+        })?;
         return Ok(());
     }
-    ctx.out.line(format!("{} publishes {} key(s):", mirror.url, rows.len()))?;
+    ctx.out
+        .line(format!("{} publishes {} key(s):", mirror.url, rows.len()))?;
     for k in &rows {
-        ctx.out.line(format!("  {}  {}", k.fingerprint, k.user_ids.join(", ")))?;
+        ctx.out
+            .line(format!("  {}  {}", k.fingerprint, k.user_ids.join(", ")))?;
     }
     if yes {
         ctx.out.line("trusted.")?;

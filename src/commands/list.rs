@@ -33,7 +33,10 @@ pub fn arch_string(entry: &CatalogEntry) -> String {
 }
 
 /// Sorted by name, version descending, then mirror order.
-pub fn sorted_rows<'a>(catalog: &'a Catalog, entries: Vec<&'a CatalogEntry>) -> Vec<&'a CatalogEntry> {
+pub fn sorted_rows<'a>(
+    catalog: &'a Catalog,
+    entries: Vec<&'a CatalogEntry>,
+) -> Vec<&'a CatalogEntry> {
     let mut keyed: Vec<(&CatalogEntry, Option<Version>)> = entries
         .into_iter()
         .map(|e| (e, sort_version(&e.spec.version)))
@@ -113,7 +116,9 @@ pub async fn run(ctx: &Context, args: &ListArgs) -> CmdResult {
             ]
         })
         .collect();
-    ctx.out
-        .table(&["NAME", "VERSION", "COMPILER", "ARCH", "HASH", "MIRROR"], &table)?;
+    ctx.out.table(
+        &["NAME", "VERSION", "COMPILER", "ARCH", "HASH", "MIRROR"],
+        &table,
+    )?;
     Ok(())
 }

@@ -67,9 +67,15 @@ impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Failure {
         // A closed stdout (`sf-cache list | head`) is not a failure worth a message.
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            return Failure { code: 0, message: String::new() };
+            return Failure {
+                code: 0,
+                message: String::new(),
+            };
         }
-        Failure { code: exit::FAILURE, message: e.to_string() }
+        Failure {
+            code: exit::FAILURE,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -119,16 +125,18 @@ impl Context {
 
     /// Store options from flags, environment and config (never logged: they may hold secrets).
     pub fn store_options(&self, token_env: Option<&str>) -> StoreOptions {
-        let mut opts = StoreOptions::default();
-        opts.ca_cert = self
-            .global
-            .ca_cert
-            .clone()
-            .or_else(|| self.config.network.ca_cert.clone());
-        opts.netrc_path = self.config.network.netrc.clone();
-        if let Some(var) = token_env {
-            opts.bearer_token = std::env::var(var).ok().filter(|t| !t.is_empty());
-        }
+        let mut opts = StoreOptions {
+            ca_cert: self
+                .global
+                .ca_cert
+                .clone()
+                .or_else(|| self.config.network.ca_cert.clone()),
+            netrc_path: self.config.network.netrc.clone(),
+            bearer_token: token_env
+                .and_then(|var| std::env::var(var).ok())
+                .filter(|t| !t.is_empty()),
+            ..StoreOptions::default()
+        };
         if let Some(s) = self.config.network.connect_timeout {
             opts.connect_timeout = std::time::Duration::from_secs(s);
         }
@@ -188,15 +196,17 @@ impl Context {
     pub fn keyring(&self) -> Result<Keyring, Failure> {
         let mut ring = Keyring::builtin();
         for fpr in &self.config.trust.pinned {
-            ring.pin(fpr).map_err(|e| {
-                Failure::new(exit::FAILURE, format!("config [trust] pinned: {e}"))
-            })?;
+            ring.pin(fpr)
+                .map_err(|e| Failure::new(exit::FAILURE, format!("config [trust] pinned: {e}")))?;
         }
         for file in &self.config.trust.keys {
             let bytes = std::fs::read(file).map_err(|e| {
                 Failure::new(
                     exit::FAILURE,
-                    format!("cannot read key file {} named in the config: {e}", file.display()),
+                    format!(
+                        "cannot read key file {} named in the config: {e}",
+                        file.display()
+                    ),
                 )
             })?;
             ring.add_armored(&bytes, &file.display().to_string())?;
@@ -210,7 +220,10 @@ impl Context {
     }
 
     pub fn trust(&self) -> Result<TrustContext, Failure> {
-        Ok(TrustContext::new(self.keyring()?, self.global.allow_unsigned))
+        Ok(TrustContext::new(
+            self.keyring()?,
+            self.global.allow_unsigned,
+        ))
     }
 
     pub fn blob_cache_path(&self, algorithm: &str, digest: &str) -> PathBuf {

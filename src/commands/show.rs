@@ -80,7 +80,8 @@ fn variants_json(spec: &Spec) -> serde_json::Map<String, serde_json::Value> {
 impl Context {
     /// Whether a verified copy of this blob is already in the local blob cache.
     fn blob_cached(&self, blob: &BlobRef) -> bool {
-        self.blob_cache_path(&blob.algorithm, &blob.digest).is_file()
+        self.blob_cache_path(&blob.algorithm, &blob.digest)
+            .is_file()
     }
 }
 
@@ -253,8 +254,14 @@ fn print_human(ctx: &Context, catalog: &Catalog, r: &ShowReport) -> std::io::Res
             "  {}  {}  {}  {}",
             b.media_type,
             b.digest,
-            b.size.map(|s| format!("{s} B")).unwrap_or_else(|| "? B".into()),
-            if b.verified { "verified" } else { "not downloaded (use --verify-blobs)" }
+            b.size
+                .map(|s| format!("{s} B"))
+                .unwrap_or_else(|| "? B".into()),
+            if b.verified {
+                "verified"
+            } else {
+                "not downloaded (use --verify-blobs)"
+            }
         ))?;
     }
     o.line("dependencies:")?;
@@ -275,7 +282,12 @@ fn print_human(ctx: &Context, catalog: &Catalog, r: &ShowReport) -> std::io::Res
                     .unwrap_or_default();
                 format!("external {path}")
             });
-        o.line(format!("  {}@{} /{}  {sig}", n.name, n.version, short(&n.hash)))?;
+        o.line(format!(
+            "  {}@{} /{}  {sig}",
+            n.name,
+            n.version,
+            short(&n.hash)
+        ))?;
     }
     Ok(())
 }
@@ -306,7 +318,11 @@ fn print_tree(
             d.name,
             version,
             short(&d.hash),
-            if again && dep.is_some_and(|s| !s.dependencies.is_empty()) { " …" } else { "" }
+            if again && dep.is_some_and(|s| !s.dependencies.is_empty()) {
+                " …"
+            } else {
+                ""
+            }
         ))?;
         if !again {
             print_tree(o, catalog, &d.hash, depth + 1, seen)?;

@@ -205,7 +205,10 @@ mod tests {
     #[test]
     fn xdg_defaults_and_overrides() {
         let p = Paths::from_vars(vars(&[("HOME", "/h")])).unwrap();
-        assert_eq!(p.config_file, PathBuf::from("/h/.config/sf-cache/config.toml"));
+        assert_eq!(
+            p.config_file,
+            PathBuf::from("/h/.config/sf-cache/config.toml")
+        );
         assert_eq!(p.keys_dir, PathBuf::from("/h/.local/share/sf-cache/keys"));
         assert_eq!(p.cache_dir, PathBuf::from("/h/.cache/sf-cache"));
         let p = Paths::from_vars(vars(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/c")])).unwrap();
@@ -244,8 +247,11 @@ pinned = ["FDEA90667641505264EFD114DFB92630BCA5AB71"]
 
     #[test]
     fn unknown_keys_are_reported() {
-        let e = Config::parse("[[mirror]]\nname='a'\nurl='b'\nsigend=false\n", Path::new("c.toml"))
-            .unwrap_err();
+        let e = Config::parse(
+            "[[mirror]]\nname='a'\nurl='b'\nsigend=false\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("c.toml"), "{e}");
     }
 }

@@ -38,11 +38,16 @@ impl Projection {
         if text.is_empty() || text.starts_with('/') {
             return Err(invalid("must be a non-empty relative path"));
         }
-        if text.split('/').any(|c| c == ".." || c == "." || c.is_empty()) {
+        if text
+            .split('/')
+            .any(|c| c == ".." || c == "." || c.is_empty())
+        {
             return Err(invalid("must not contain empty, `.` or `..` components"));
         }
         if !text.contains("{hash") {
-            return Err(invalid("must contain {hash} (or {hash:N}) so different builds never collide"));
+            return Err(invalid(
+                "must contain {hash} (or {hash:N}) so different builds never collide",
+            ));
         }
         let p = Projection {
             text: text.to_string(),
@@ -109,7 +114,10 @@ fn value(spec: &Spec, field: &str) -> String {
         "architecture" => arch
             .map(|a| format!("{}-{}-{}", a.platform, a.os, a.target))
             .unwrap_or_default(),
-        f => match f.strip_prefix("hash:").and_then(|n| n.parse::<usize>().ok()) {
+        f => match f
+            .strip_prefix("hash:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) => spec.hash.chars().take(n).collect(),
             None => String::new(),
         },

@@ -109,8 +109,8 @@ fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), Recei
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| err(std::io::Error::other(e.to_string())))?;
+    let bytes =
+        serde_json::to_vec_pretty(value).map_err(|e| err(std::io::Error::other(e.to_string())))?;
     let mut f = std::fs::File::create(path).map_err(err)?;
     std::io::Write::write_all(&mut f, &bytes).map_err(err)?;
     f.sync_all().map_err(err)

@@ -81,7 +81,11 @@ impl InstallRoot {
             info!(
                 "waiting for the lock on {} (held by {})",
                 dir.display(),
-                if owner.trim().is_empty() { "another sf-cache" } else { owner.trim() }
+                if owner.trim().is_empty() {
+                    "another sf-cache"
+                } else {
+                    owner.trim()
+                }
             );
             lock.lock().map_err(io(&lock_path))?;
         }
@@ -144,7 +148,10 @@ impl InstallRoot {
         if let Ok(rd) = std::fs::read_dir(&staging) {
             for e in rd.flatten() {
                 let p = e.path();
-                warn!("removing the leftover of an interrupted install: {}", p.display());
+                warn!(
+                    "removing the leftover of an interrupted install: {}",
+                    p.display()
+                );
                 let _ = make_writable_and_remove(&p);
             }
         }

@@ -325,12 +325,7 @@ fn gpg_framework_rules() {
         bad(text.replace("Hash: SHA512", "Hash: SHA256, SHA512")),
         SignatureStatus::Good
     );
-    assert_eq!(
-        bad(text
-            .replace("\"version\"", "\"version\"")
-            .replace(",\n", ", \t\n")),
-        SignatureStatus::Good
-    );
+    assert_eq!(bad(text.replace(",\n", ", \t\n")), SignatureStatus::Good);
     assert_eq!(bad(text.replace('\n', "\r\n")), SignatureStatus::Good);
     assert_eq!(
         bad(format!("{text}trailing words\n")),

@@ -94,7 +94,10 @@ mod tests {
     fn table_aligns_columns() {
         let t = render_table(
             &["NAME", "VERSION"],
-            &[vec!["greet".into(), "2.1.0".into()], vec!["libgreet".into(), "1.2.0".into()]],
+            &[
+                vec!["greet".into(), "2.1.0".into()],
+                vec!["libgreet".into(), "1.2.0".into()],
+            ],
         );
         assert_eq!(t, "NAME      VERSION\ngreet     2.1.0\nlibgreet  1.2.0\n");
     }
