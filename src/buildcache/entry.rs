@@ -210,7 +210,7 @@ async fn fetch_v3(
     let spec = &entry.spec;
     let path = layout::v3_spec_manifest(&spec.name, &spec.version, &spec.hash);
     let what = format!("{}/{}", mirror.url, path);
-    let text = mirror.store.get_bytes(&path).await?;
+    let text = mirror.get(&path).await?;
     let verification = verify_text(mirror, &text, &what, trust).await?;
     let manifest = Manifest::parse(&verification.payload, &what)?;
     let tar = manifest

@@ -22,6 +22,18 @@ pub struct Mirror {
     pub store: Store,
     /// Whether signatures are required for this mirror (`signed = false` in the config lifts it).
     pub signed: bool,
+    /// Local copies of small metadata (manifests, spec files, keys), for `--offline`.
+    pub meta_cache: Option<PathBuf>,
+    /// Never touch the network: read metadata from `meta_cache` only.
+    pub offline: bool,
+}
+
+/// Metadata objects up to this size are kept in the local metadata cache.
+const META_CACHE_MAX: usize = 1 << 20;
+
+/// The directory name of a mirror in the local caches.
+pub fn mirror_id(url: &str) -> String {
+    hex::encode(&Sha256::digest(url.as_bytes())[..8])
 }
 
 /// An index read from one mirror in one layout.
@@ -46,8 +58,26 @@ impl IndexCache {
     }
 
     fn path(&self, mirror_url: &str, layout: Layout, checksum: &str) -> PathBuf {
-        let id = hex::encode(&Sha256::digest(mirror_url.as_bytes())[..8]);
-        self.dir.join(id).join(format!("{layout}-{checksum}.json"))
+        self.dir
+            .join(mirror_id(mirror_url))
+            .join(format!("{layout}-{checksum}.json"))
+    }
+
+    /// The most recently cached index of a mirror in a layout (for `--offline`).
+    fn latest(&self, mirror_url: &str, layout: Layout) -> Option<(String, PathBuf)> {
+        let dir = self.dir.join(mirror_id(mirror_url));
+        let prefix = format!("{layout}-");
+        std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let checksum = name.strip_prefix(&prefix)?.strip_suffix(".json")?.to_string();
+                let mtime = e.metadata().ok()?.modified().ok()?;
+                Some((mtime, checksum, e.path()))
+            })
+            .max_by_key(|(m, _, _)| *m)
+            .map(|(_, c, p)| (c, p))
     }
 
     fn read(&self, path: &Path) -> Option<Vec<u8>> {
@@ -56,6 +86,13 @@ impl IndexCache {
 
     /// Store `bytes` atomically (temp file, fsync, rename); a failure only costs a refetch later.
     fn write(&self, path: &Path, bytes: &[u8]) {
+        write_cache_file(path, bytes)
+    }
+}
+
+/// Store a cache file atomically (temp file, fsync, rename); a failure only costs a refetch later.
+fn write_cache_file(path: &Path, bytes: &[u8]) {
+    {
         let result = (|| -> std::io::Result<()> {
             let dir = path.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(dir)?;
@@ -66,7 +103,7 @@ impl IndexCache {
             Ok(())
         })();
         if let Err(e) = result {
-            warn!("could not cache index at {}: {e}", path.display());
+            warn!("could not write the local cache file {}: {e}", path.display());
         }
     }
 }
@@ -84,10 +121,35 @@ fn is_sha256_hex(s: &str) -> bool {
 impl Mirror {
     /// Fetch a small object; `Ok(None)` when it does not exist.
     pub async fn get_optional(&self, rel: &str) -> Result<Option<bytes::Bytes>, BuildcacheError> {
+        let cached = self.meta_cache.as_ref().map(|d| d.join(rel));
+        if self.offline {
+            return match cached.as_ref().map(std::fs::read) {
+                Some(Ok(b)) => Ok(Some(b.into())),
+                _ => Ok(None),
+            };
+        }
         match self.store.get_bytes(rel).await {
-            Ok(b) => Ok(Some(b)),
+            Ok(b) => {
+                if let Some(path) = cached.filter(|_| b.len() <= META_CACHE_MAX) {
+                    write_cache_file(&path, &b);
+                }
+                Ok(Some(b))
+            }
             Err(StoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(BuildcacheError::Store(e)),
+        }
+    }
+
+    /// Like [`Mirror::get_optional`], but a missing object is an error naming it.
+    pub async fn get(&self, rel: &str) -> Result<bytes::Bytes, BuildcacheError> {
+        match self.get_optional(rel).await? {
+            Some(b) => Ok(b),
+            None if self.offline => Err(BuildcacheError::Offline {
+                what: format!("{}/{}", self.url, rel),
+            }),
+            None => Err(BuildcacheError::Store(StoreError::NotFound {
+                url: format!("{}/{}", self.url, rel),
+            })),
         }
     }
 
@@ -97,7 +159,7 @@ impl Mirror {
         record: &super::manifest::BlobRecord,
     ) -> Result<bytes::Bytes, BuildcacheError> {
         let path = record.path();
-        let bytes = self.store.get_bytes(&path).await?;
+        let bytes = self.get(&path).await?;
         let what = format!("{}/{}", self.url, path);
         check_blob(&bytes, &record.checksum_algorithm, &record.checksum, &what)?;
         if bytes.len() as u64 != record.content_length {
@@ -123,6 +185,11 @@ impl Mirror {
             out.push(i);
         }
         if out.is_empty() {
+            if self.offline {
+                return Err(BuildcacheError::Offline {
+                    what: format!("the index of {}", self.url),
+                });
+            }
             let v3 = self.get_optional(layout::V3_LAYOUT_JSON).await?.is_some();
             return Err(if v3 {
                 BuildcacheError::NoIndex {
@@ -206,6 +273,22 @@ impl Mirror {
                     }));
                 }
             }
+        }
+        if self.offline {
+            let Some((checksum, path)) = cache.latest(&self.url, Layout::V2) else {
+                return Ok(None);
+            };
+            let bytes = std::fs::read(&path).map_err(|e| BuildcacheError::Malformed {
+                what: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let index = Index::parse(&bytes, &path.display().to_string())?;
+            return Ok(Some(LoadedIndex {
+                layout: Layout::V2,
+                checksum,
+                index,
+                from_cache: true,
+            }));
         }
         let Some(bytes) = self.get_optional(layout::V2_INDEX).await? else {
             return Ok(None);

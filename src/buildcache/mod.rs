@@ -41,6 +41,8 @@ pub enum BuildcacheError {
         "{mirror} is a v3 buildcache without an index; run `spack buildcache update-index` on it"
     )]
     NoIndex { mirror: String },
+    #[error("{what} is not in the local cache and --offline forbids the network; run the same command once online first")]
+    Offline { what: String },
     #[error(
         "nothing in the mirrors matches `{query}`; try `sf-cache list` to see what they offer"
     )]

@@ -99,6 +99,8 @@ pub type CmdResult = Result<(), Failure>;
 
 /// Everything a command needs from the global flags and the config.
 pub struct Context {
+    /// `--offline`: nothing from the network, only the local caches.
+    pub offline: bool,
     pub paths: Paths,
     pub config: Config,
     pub out: Output,
@@ -113,6 +115,7 @@ impl Context {
             None => Config::load(&paths.config_file, false)?,
         };
         Ok(Context {
+            offline: false,
             paths,
             out: Output {
                 json: global.json,
@@ -160,9 +163,17 @@ impl Context {
                 "mirror `{spec}`: {e}; give a URL (file://, http://, https://), a path, or a mirror name from the config"
             ))
         })?;
+        let url = store.display_url();
         Ok(Mirror {
             name,
-            url: store.display_url(),
+            meta_cache: Some(
+                self.paths
+                    .cache_dir
+                    .join("meta")
+                    .join(crate::buildcache::mirror::mirror_id(&url)),
+            ),
+            offline: self.offline,
+            url,
             store,
             signed,
         })

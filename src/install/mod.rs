@@ -4,3 +4,5 @@ pub mod projection;
 pub mod receipt;
 pub mod root;
 pub mod unpack;
+pub mod installer;
+pub mod plan;

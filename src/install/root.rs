@@ -62,10 +62,15 @@ impl InstallRoot {
         requested: Option<&Projection>,
         create: bool,
     ) -> Result<InstallRoot, RootError> {
+        let dir = absolute_root(dir).map_err(io(dir))?;
         if create {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        } else if !dir.is_dir() {
+            return Err(io(&dir)(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such install root",
+            )));
         }
-        let dir = std::fs::canonicalize(dir).map_err(io(dir))?;
         let state = dir.join(STATE_DIR);
         std::fs::create_dir_all(state.join("staging")).map_err(io(&state))?;
         let lock_path = state.join("lock");
@@ -191,6 +196,39 @@ impl InstallRoot {
             .collect();
         out.sort_by(|a, b| a.1.name.cmp(&b.1.name).then(a.1.version.cmp(&b.1.version)));
         out
+    }
+}
+
+/// The absolute, lexically normalised form of a root (symlinks are kept: the path the user
+/// names is the path compiled into relocated binaries).
+pub fn absolute_root(dir: &Path) -> std::io::Result<PathBuf> {
+    let abs = std::path::absolute(dir)?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The projection a root was set up with, without creating or locking anything.
+pub fn existing_projection(dir: &Path) -> Result<Option<Projection>, RootError> {
+    let path = dir.join(STATE_DIR).join("root.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let s: RootSettings = serde_json::from_slice(&bytes).map_err(|e| RootError::Settings {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            Ok(Some(Projection::parse(&s.projection)?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(&path)(e)),
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::io::{IsTerminal, Write};
 
+pub mod progress;
+
 use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 
