@@ -4,3 +4,7 @@ pub mod unpack;
 pub mod projection;
 pub mod receipt;
 pub mod root;
+pub mod verify;
+pub mod uninstall;
+pub mod view;
+pub mod gc;
