@@ -91,7 +91,10 @@ pub fn referenced_digests(roots: &[PathBuf]) -> Result<BTreeSet<String>, GcError
     let mut out = BTreeSet::new();
     for root in roots {
         if !root.join(STATE_DIR).join("root.json").is_file() {
-            warn!("{} is not an install root (any more); skipping it", root.display());
+            warn!(
+                "{} is not an install root (any more); skipping it",
+                root.display()
+            );
             continue;
         }
         let r = InstallRoot::open(root, None, false).map_err(|source| GcError::Root {
@@ -121,8 +124,8 @@ pub fn collect(blob_cache_dir: &Path, roots: &[PathBuf]) -> Result<GcReport, GcE
         return Ok(report);
     }
     let lock_path = blob_cache_dir.join(CACHE_LOCK);
-    let _lock = lock_file(&lock_path, &blob_cache_dir.display().to_string())
-        .map_err(io(&lock_path))?;
+    let _lock =
+        lock_file(&lock_path, &blob_cache_dir.display().to_string()).map_err(io(&lock_path))?;
     let keep = referenced_digests(roots)?;
     let base = blob_cache_dir.join("sha256");
     let shards = match std::fs::read_dir(&base) {
@@ -175,8 +178,8 @@ pub fn clean(blob_cache_dir: &Path) -> Result<GcReport, GcError> {
         return Ok(report);
     }
     let lock_path = blob_cache_dir.join(CACHE_LOCK);
-    let _lock = lock_file(&lock_path, &blob_cache_dir.display().to_string())
-        .map_err(io(&lock_path))?;
+    let _lock =
+        lock_file(&lock_path, &blob_cache_dir.display().to_string()).map_err(io(&lock_path))?;
     fn count(path: &Path, report: &mut GcReport) {
         if let Ok(md) = std::fs::symlink_metadata(path) {
             if md.is_dir() {
@@ -361,16 +364,33 @@ mod tests {
         let mut all = roots.clone();
         all.push(t.path().join("gone"));
         let rep = collect(&cache, &all).unwrap();
-        assert_eq!(rep, GcReport { removed: 1, bytes: 30, kept: 2 });
+        assert_eq!(
+            rep,
+            GcReport {
+                removed: 1,
+                bytes: 30,
+                kept: 2
+            }
+        );
         assert!(cache.join("sha256/aa").join(&a).exists());
         assert!(cache.join("sha256/bb").join(&b).exists());
         assert!(!cache.join("sha256/cc").exists());
         assert!(cache.join("sha256/aa/not-a-blob").exists());
         // no roots: nothing referenced
         let rep = collect(&cache, &[]).unwrap();
-        assert_eq!(rep, GcReport { removed: 2, bytes: 30, kept: 0 });
+        assert_eq!(
+            rep,
+            GcReport {
+                removed: 2,
+                bytes: 30,
+                kept: 0
+            }
+        );
         // missing cache directory
-        assert_eq!(collect(&t.path().join("none"), &[]).unwrap(), GcReport::default());
+        assert_eq!(
+            collect(&t.path().join("none"), &[]).unwrap(),
+            GcReport::default()
+        );
     }
 
     #[test]
@@ -382,7 +402,14 @@ mod tests {
         std::fs::create_dir_all(cache.join("tmp")).unwrap();
         std::fs::write(cache.join("tmp/x.part"), b"123").unwrap();
         let rep = clean(&cache).unwrap();
-        assert_eq!(rep, GcReport { removed: 3, bytes: 18, kept: 0 });
+        assert_eq!(
+            rep,
+            GcReport {
+                removed: 3,
+                bytes: 18,
+                kept: 0
+            }
+        );
         let left: Vec<String> = std::fs::read_dir(&cache)
             .unwrap()
             .flatten()

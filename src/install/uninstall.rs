@@ -141,7 +141,10 @@ pub fn clean_trash(root: &InstallRoot) {
     if let Ok(rd) = std::fs::read_dir(&trash) {
         for e in rd.flatten() {
             let p = e.path();
-            warn!("removing the leftover of an interrupted uninstall: {}", p.display());
+            warn!(
+                "removing the leftover of an interrupted uninstall: {}",
+                p.display()
+            );
             if let Err(err) = make_writable_and_remove(&p) {
                 warn!("cannot remove {}: {err}", p.display());
             }
@@ -166,7 +169,10 @@ pub fn remove(root: &InstallRoot, receipts: &[Receipt]) -> Result<Vec<PathBuf>, 
     let mut removed = Vec::new();
     for r in receipts {
         let Some(prefix) = by_hash.get(&r.hash) else {
-            warn!("{} is not installed (any more); skipping it", display_name(r));
+            warn!(
+                "{} is not installed (any more); skipping it",
+                display_name(r)
+            );
             continue;
         };
         if !prefix.starts_with(&root.dir)
@@ -188,7 +194,10 @@ pub fn remove(root: &InstallRoot, receipts: &[Receipt]) -> Result<Vec<PathBuf>, 
         remove_empty_parents(prefix, &root.dir);
         if let Err(e) = make_writable_and_remove(&dest) {
             // Already invisible; the next call retries.
-            warn!("cannot delete {} yet: {e}; it is removed on the next uninstall", dest.display());
+            warn!(
+                "cannot delete {} yet: {e}; it is removed on the next uninstall",
+                dest.display()
+            );
         }
         removed.push(prefix.clone());
     }
@@ -218,8 +227,18 @@ mod tests {
         let root = InstallRoot::open(&t.path().join("root"), None, true).unwrap();
         // c -> b -> a ; d independent
         fake_prefix(&root.dir.join("a-1.0-aaaa1111"), "a", "aaaa1111", &[]);
-        fake_prefix(&root.dir.join("b-1.0-bbbb1111"), "b", "bbbb1111", &["aaaa1111"]);
-        fake_prefix(&root.dir.join("c-1.0-cccc1111"), "c", "cccc1111", &["bbbb1111"]);
+        fake_prefix(
+            &root.dir.join("b-1.0-bbbb1111"),
+            "b",
+            "bbbb1111",
+            &["aaaa1111"],
+        );
+        fake_prefix(
+            &root.dir.join("c-1.0-cccc1111"),
+            "c",
+            "cccc1111",
+            &["bbbb1111"],
+        );
         fake_prefix(&root.dir.join("d-1.0-aaaa2222"), "d", "aaaa2222", &[]);
         (t, root)
     }
@@ -233,7 +252,10 @@ mod tests {
         let (_t, root) = setup();
         let e = plan_uninstall(&root, &["aaaa1111".into()], false).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("a-1.0/aaaa111") && msg.contains("b-1.0/bbbb111"), "{msg}");
+        assert!(
+            msg.contains("a-1.0/aaaa111") && msg.contains("b-1.0/bbbb111"),
+            "{msg}"
+        );
         assert!(msg.contains("--force"), "{msg}");
         // with all dependents, in dependents-first order
         let plan = plan_uninstall(

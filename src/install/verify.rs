@@ -154,7 +154,10 @@ fn hash_mismatches(jobs: &[(usize, PathBuf, String)]) -> Vec<usize> {
             Ok(actual) if actual.eq_ignore_ascii_case(expected) => None,
             Ok(_) => Some(*i),
             Err(e) => {
-                warn!("cannot read {}: {e}; reporting it as modified", path.display());
+                warn!(
+                    "cannot read {}: {e}; reporting it as modified",
+                    path.display()
+                );
                 Some(*i)
             }
         }
@@ -228,8 +231,8 @@ pub fn verify_prefix(prefix: &Path) -> Result<VerifyReport, VerifyError> {
             }
             (EntryKind::Symlink, Found::Symlink) => {
                 let path = prefix.join(&rf.path);
-                let target = std::fs::read_link(&path)
-                    .map_err(|source| VerifyError::Io { path, source })?;
+                let target =
+                    std::fs::read_link(&path).map_err(|source| VerifyError::Io { path, source })?;
                 let want = rf.link_target.as_deref().unwrap_or("");
                 if target.as_os_str().as_bytes() != want.as_bytes() {
                     report.link_changed.push(rf.path.clone());
@@ -238,11 +241,7 @@ pub fn verify_prefix(prefix: &Path) -> Result<VerifyReport, VerifyError> {
             _ => report.modified.push(rf.path.clone()),
         }
     }
-    debug!(
-        "{}: hashing {} files",
-        prefix.display(),
-        hash_jobs.len()
-    );
+    debug!("{}: hashing {} files", prefix.display(), hash_jobs.len());
     for i in hash_mismatches(&hash_jobs) {
         report.modified.push(listed[i].path.clone());
     }
@@ -255,10 +254,9 @@ pub fn verify_prefix(prefix: &Path) -> Result<VerifyReport, VerifyError> {
         }
         // BTreeMap order puts "a" before "a/…" ("/" sorts before most bytes, but "a-b" may sit
         // between "a" and "a/x"), so check every recorded extra directory.
-        if extra_dirs
-            .iter()
-            .any(|d| path.len() > d.len() && path.starts_with(d.as_str()) && path.as_bytes()[d.len()] == b'/')
-        {
+        if extra_dirs.iter().any(|d| {
+            path.len() > d.len() && path.starts_with(d.as_str()) && path.as_bytes()[d.len()] == b'/'
+        }) {
             continue;
         }
         if matches!(got, Found::Dir { .. }) {
@@ -372,17 +370,28 @@ pub(crate) mod tests {
         std::fs::create_dir_all(prefix.join("lib")).unwrap();
         std::fs::create_dir_all(prefix.join("share/doc").join(name)).unwrap();
         std::fs::create_dir_all(prefix.join(".spack")).unwrap();
-        std::fs::write(prefix.join("bin").join(name), format!("#!/bin/sh\necho {name}\n")).unwrap();
+        std::fs::write(
+            prefix.join("bin").join(name),
+            format!("#!/bin/sh\necho {name}\n"),
+        )
+        .unwrap();
         std::fs::set_permissions(
             prefix.join("bin").join(name),
             std::fs::Permissions::from_mode(0o755),
         )
         .unwrap();
         std::fs::write(prefix.join(format!("lib/lib{name}.so.1")), b"\x7fELF fake").unwrap();
-        symlink(format!("lib{name}.so.1"), prefix.join(format!("lib/lib{name}.so"))).unwrap();
+        symlink(
+            format!("lib{name}.so.1"),
+            prefix.join(format!("lib/lib{name}.so")),
+        )
+        .unwrap();
         std::fs::write(prefix.join("share/doc").join(name).join("README"), b"hello").unwrap();
-        std::fs::write(prefix.join(".spack/binary_distribution"), b"relocate_textfiles: []\n")
-            .unwrap();
+        std::fs::write(
+            prefix.join(".spack/binary_distribution"),
+            b"relocate_textfiles: []\n",
+        )
+        .unwrap();
         let r = receipt(name, hash, prefix, deps);
         let files = record(prefix);
         r.write(prefix, &files).unwrap();
@@ -417,7 +426,10 @@ pub(crate) mod tests {
         std::fs::write(p.join("extra/deep/er/f"), b"n").unwrap();
         std::fs::create_dir(p.join("extra-b")).unwrap();
         let r = verify_prefix(&p).unwrap();
-        assert_eq!(r.modified, vec!["lib/libgreet.so.1", "share/doc/greet/README"]);
+        assert_eq!(
+            r.modified,
+            vec!["lib/libgreet.so.1", "share/doc/greet/README"]
+        );
         assert_eq!(r.missing, vec![".spack/binary_distribution"]);
         assert_eq!(r.extra, vec!["bin/new", "extra", "extra-b"]);
         assert_eq!(r.mode_changed, vec!["bin/greet"]);

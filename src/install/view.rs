@@ -223,7 +223,10 @@ impl Builder<'_> {
                     Some(Claim::Dir(other)) => return Err(self.conflict(&rel, *other, pkg)),
                     Some(Claim::Link(other, theirs)) => {
                         if own_target.is_some() && theirs == &own_target {
-                            debug!("{} shared by two packages (same link target)", rel.display());
+                            debug!(
+                                "{} shared by two packages (same link target)",
+                                rel.display()
+                            );
                             self.report.shared += 1;
                             continue;
                         }
@@ -256,7 +259,10 @@ fn clean_leftovers(parent: &Path, name: &OsString) {
             let n = e.file_name();
             let n = n.to_string_lossy();
             if n.starts_with(&new) || n.starts_with(&old) {
-                warn!("removing the leftover of an interrupted view build: {}", e.path().display());
+                warn!(
+                    "removing the leftover of an interrupted view build: {}",
+                    e.path().display()
+                );
                 let _ = make_writable_and_remove(&e.path());
             }
         }
@@ -282,7 +288,9 @@ pub fn build_view(
         return Err(bad("it contains the install root"));
     }
     if view.starts_with(root.dir.join(STATE_DIR)) {
-        return Err(bad("it is inside the install root's .sf-cache state directory"));
+        return Err(bad(
+            "it is inside the install root's .sf-cache state directory",
+        ));
     }
     let installed = root.installed();
     if let Some((p, r)) = installed.iter().find(|(p, _)| view.starts_with(p)) {
@@ -468,7 +476,12 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let root = InstallRoot::open(&t.path().join("root"), None, true).unwrap();
         fake_prefix(&root.dir.join("a-1.0-aaaa1111"), "a", "aaaa1111", &[]);
-        fake_prefix(&root.dir.join("b-1.0-bbbb1111"), "b", "bbbb1111", &["aaaa1111"]);
+        fake_prefix(
+            &root.dir.join("b-1.0-bbbb1111"),
+            "b",
+            "bbbb1111",
+            &["aaaa1111"],
+        );
         (t, root)
     }
 
@@ -478,7 +491,10 @@ mod tests {
 
     #[test]
     fn relative_paths() {
-        assert_eq!(relative(Path::new("/a/b/c"), Path::new("/a/x/y")), Path::new("../../x/y"));
+        assert_eq!(
+            relative(Path::new("/a/b/c"), Path::new("/a/x/y")),
+            Path::new("../../x/y")
+        );
         assert_eq!(relative(Path::new("/a"), Path::new("/a/b")), Path::new("b"));
         assert_eq!(relative(Path::new("/a"), Path::new("/a")), Path::new("."));
     }
@@ -490,13 +506,22 @@ mod tests {
         let rep = build_view(&view, &root, &h(&["aaaa1111", "bbbb"])).unwrap();
         assert_eq!(rep.packages, h(&["aaaa1111", "bbbb1111"]));
         assert_eq!(rep.links, 8);
-        assert_eq!(std::fs::read_to_string(view.join("bin/a")).unwrap(), "#!/bin/sh\necho a\n");
-        assert_eq!(std::fs::read(view.join("lib/libb.so")).unwrap(), b"\x7fELF fake");
+        assert_eq!(
+            std::fs::read_to_string(view.join("bin/a")).unwrap(),
+            "#!/bin/sh\necho a\n"
+        );
+        assert_eq!(
+            std::fs::read(view.join("lib/libb.so")).unwrap(),
+            b"\x7fELF fake"
+        );
         let md = std::fs::symlink_metadata(view.join("bin")).unwrap();
         assert!(md.is_dir());
         let link = std::fs::read_link(view.join("share/doc/a/README")).unwrap();
         assert!(link.is_relative(), "{link:?}");
-        assert_eq!(link, Path::new("../../../../root/a-1.0-aaaa1111/share/doc/a/README"));
+        assert_eq!(
+            link,
+            Path::new("../../../../root/a-1.0-aaaa1111/share/doc/a/README")
+        );
         assert!(!view.join(".spack").exists());
         let rec = read_view(&view).unwrap().unwrap();
         assert_eq!(rec.hashes, h(&["aaaa1111", "bbbb1111"]));
@@ -508,7 +533,10 @@ mod tests {
         std::fs::create_dir(&moved).unwrap();
         std::fs::rename(t.path().join("root"), moved.join("root")).unwrap();
         std::fs::rename(&view, moved.join("view")).unwrap();
-        assert_eq!(std::fs::read(moved.join("view/share/doc/b/README")).unwrap(), b"hello");
+        assert_eq!(
+            std::fs::read(moved.join("view/share/doc/b/README")).unwrap(),
+            b"hello"
+        );
     }
 
     #[test]
@@ -520,7 +548,12 @@ mod tests {
         let view = t.path().join("view");
         let e = build_view(&view, &root, &h(&["aaaa1111", "bbbb1111"])).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("bin/common") && msg.contains("a-1.0/aaaa111") && msg.contains("b-1.0/bbbb111"), "{msg}");
+        assert!(
+            msg.contains("bin/common")
+                && msg.contains("a-1.0/aaaa111")
+                && msg.contains("b-1.0/bbbb111"),
+            "{msg}"
+        );
         assert!(!view.exists());
         let leftovers: Vec<_> = std::fs::read_dir(t.path())
             .unwrap()
@@ -539,7 +572,10 @@ mod tests {
         std::fs::create_dir(root.dir.join("a-1.0-aaaa1111/etc")).unwrap();
         std::fs::write(root.dir.join("b-1.0-bbbb1111/etc"), b"x").unwrap();
         let e = build_view(&view, &root, &h(&["aaaa1111", "bbbb1111"])).unwrap_err();
-        assert!(matches!(e, ViewError::Conflict { ref path, .. } if path == "etc"), "{e}");
+        assert!(
+            matches!(e, ViewError::Conflict { ref path, .. } if path == "etc"),
+            "{e}"
+        );
         // the previous view is untouched
         assert!(view.join("bin/common").exists());
     }
@@ -549,9 +585,16 @@ mod tests {
         let (t, root) = setup();
         let e = build_view(&root.dir, &root, &h(&["aaaa1111"])).unwrap_err();
         assert!(matches!(e, ViewError::BadLocation { .. }), "{e}");
-        let e = build_view(&root.dir.join("a-1.0-aaaa1111/view"), &root, &h(&["aaaa1111"]))
-            .unwrap_err();
-        assert!(e.to_string().contains("inside the prefix of a-1.0/aaaa111"), "{e}");
+        let e = build_view(
+            &root.dir.join("a-1.0-aaaa1111/view"),
+            &root,
+            &h(&["aaaa1111"]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("inside the prefix of a-1.0/aaaa111"),
+            "{e}"
+        );
         let e = build_view(t.path(), &root, &h(&["aaaa1111"])).unwrap_err();
         assert!(matches!(e, ViewError::BadLocation { .. }), "{e}");
         // non-empty non-view directory
@@ -579,7 +622,9 @@ mod tests {
         let view = t.path().join("view");
         build_view(&view, &root, &h(&["aaaa1111", "bbbb1111"])).unwrap();
         // nothing uninstalled: nothing to do
-        assert!(rebuild_view_after_uninstall(&view, &root).unwrap().is_none());
+        assert!(rebuild_view_after_uninstall(&view, &root)
+            .unwrap()
+            .is_none());
         // leftover from an interrupted build is cleaned
         std::fs::create_dir(t.path().join("view.sf-cache-new-dead")).unwrap();
         let plan = uninstall::plan_uninstall(&root, &h(&["bbbb1111"]), false).unwrap();
@@ -601,6 +646,8 @@ mod tests {
             .collect();
         assert!(names.iter().all(|n| !n.contains(".sf-cache-")), "{names:?}");
         // not a view: nothing to do
-        assert!(rebuild_view_after_uninstall(t.path(), &root).unwrap().is_none());
+        assert!(rebuild_view_after_uninstall(t.path(), &root)
+            .unwrap()
+            .is_none());
     }
 }
