@@ -1,8 +1,16 @@
-//! install: unpack package tarballs safely and read their relocation metadata.
+//! install: put verified, relocated packages into an install root, and manage what is there.
+//!
+//! `plan` resolves closures, `installer` fetches, stages (`unpack` + `crate::relocate`) and
+//! commits with one rename per package (`receipt` inside the prefix); `verify`, `uninstall`,
+//! `view` and `gc` work from the receipts.
 pub mod buildinfo;
+pub mod gc;
+pub mod installer;
+pub mod plan;
 pub mod projection;
 pub mod receipt;
 pub mod root;
+pub mod uninstall;
 pub mod unpack;
-pub mod installer;
-pub mod plan;
+pub mod verify;
+pub mod view;
