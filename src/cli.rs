@@ -64,6 +64,15 @@ pub enum Command {
     List(ListArgs),
     /// Show the best match for a query: spec, dependencies, blobs, signature, closure.
     Show(ShowArgs),
+    /// Install packages and their run/link closure into a root, without Spack.
+    Install(InstallArgs),
+    /// Check installed packages against their receipts (modified, missing, extra files).
+    Verify(VerifyArgs),
+    /// Remove installed packages (refused while others depend on them, unless --force).
+    Uninstall(UninstallArgs),
+    /// The local blob cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Manage trusted OpenPGP keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -86,6 +95,77 @@ pub struct ListArgs {
     /// Also list externals and nodes without a binary (build-only dependencies).
     #[arg(long)]
     pub all: bool,
+    /// List what is installed in this root instead of what the mirrors offer.
+    #[arg(long, value_name = "DIR", conflicts_with = "all")]
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Spec queries, e.g. `greet@2.1` or `slurm@25.11 %gcc@13.4.0 +gpu` (one query per argument;
+    /// quote queries that contain spaces).
+    #[arg(value_name = "QUERY", num_args = 0..)]
+    pub query: Vec<String>,
+    #[command(flatten)]
+    pub mirrors: MirrorArgs,
+    /// Install root; each package lands in DIR/<projection>.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Projection below the root (default `{name}-{version}-{hash}`; fixed at a root's first install).
+    #[arg(long, value_name = "PATTERN")]
+    pub projection: Option<String>,
+    /// Concurrent downloads (default: 8).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Print the plan (installed, to fetch, sizes) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Use only the local caches (indexes, metadata, blobs): no network.
+    #[arg(long)]
+    pub offline: bool,
+    /// Link the installed closure into one merged tree (bin, lib, share …) at DIR.
+    #[arg(long, value_name = "DIR")]
+    pub view: Option<PathBuf>,
+    /// Write the exact plan (hashes, metadata and tarball digests, mirrors) to FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "lockfile")]
+    pub write_lockfile: Option<PathBuf>,
+    /// Install exactly the plan in FILE; fail if anything differs.
+    #[arg(long, value_name = "FILE")]
+    pub lockfile: Option<PathBuf>,
+    /// Keep setuid/setgid bits from archives (refused by default).
+    #[arg(long)]
+    pub allow_setuid: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only packages matching this query (default: all).
+    #[arg(value_name = "QUERY", num_args = 0..)]
+    pub query: Vec<String>,
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    #[arg(value_name = "QUERY", required = true, num_args = 1..)]
+    pub query: Vec<String>,
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Remove even when other installed packages depend on it.
+    #[arg(long)]
+    pub force: bool,
+    /// Views to rebuild without the removed packages.
+    #[arg(long, value_name = "DIR")]
+    pub view: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Remove blobs that no receipt of a known install root references.
+    Gc,
+    /// Remove every cached blob and index.
+    Clean,
 }
 
 #[derive(Debug, Args)]

@@ -46,12 +46,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
         .enable_all()
         .build()?;
     let Cli { global, command } = cli;
-    let ctx = Context::new(global)?;
+    let mut ctx = Context::new(global)?;
+    if let Command::Install(a) = &command {
+        ctx.offline = a.offline;
+    }
     runtime.block_on(async {
         match &command {
             Command::List(a) => commands::list::run(&ctx, a).await,
             Command::Show(a) => commands::show::run(&ctx, a).await,
             Command::Keys(k) => commands::keys::run(&ctx, k).await,
+            Command::Install(a) => commands::install::run(ctx, a).await,
+            Command::Verify(a) => commands::lifecycle::verify(&ctx, a),
+            Command::Uninstall(a) => commands::lifecycle::uninstall(&ctx, a),
+            Command::Cache(c) => commands::lifecycle::cache(&ctx, c),
             Command::Completions { .. } | Command::Man => Ok(()),
         }
     })

@@ -5,159 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
-use assert_cmd::Command;
+use common::cli::*;
 use common::http_server::HttpServer;
 use serde_json::Value;
-
-const V3_GREET: &str = "pgvza7iamblnpepta3jh2thtyfktejqr";
-const V3_LIBGREET: &str = "2upkbtnnkl4ztegz36plrhvvzftkoxxu";
-const V3_WRAPPER: &str = "4fghq5ibtjw6ag4knvkpnmu2cdp3bamt";
-const V2_GREET: &str = "ruqirndwo36kjwhzknomdzk2br25xuso";
-const V2_LIBGREET: &str = "ytzlrepf63rno4vzg2rr7nhdonfpjum5";
-
-fn fx(rel: &str) -> PathBuf {
-    common::fixtures_dir().join(rel)
-}
-
-/// A private sf-cache home for one test.
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn new() -> Home {
-        Home {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("sf-cache").unwrap();
-        c.env("SF_CACHE_HOME", self.dir.path())
-            .env_remove("SF_CACHE_CONFIG")
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .env_remove("ALL_PROXY")
-            .env("SF_CACHE_HOST_TARGET", "x86_64_v3")
-            .env("NO_PROXY", "127.0.0.1,localhost");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    /// A home that trusts the fixture key.
-    fn trusting() -> Home {
-        let h = Home::new();
-        let out = h.run(&[
-            "keys",
-            "add",
-            fx("keys/sf-cache-fixture.pub.asc").to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        h
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(o: &Output) -> Value {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        stdout(o),
-        stderr(o)
-    );
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-/// The fixture key's fingerprint, as gpg reports it.
-fn fixture_fingerprint() -> String {
-    let out = std::process::Command::new("gpg")
-        .args(["--show-keys", "--with-colons"])
-        .arg(fx("keys/sf-cache-fixture.pub.asc"))
-        .output()
-        .expect("gpg is needed by the tests (apt-get install gnupg)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find(|l| l.starts_with("fpr:"))
-        .and_then(|l| l.split(':').nth(9))
-        .expect("fingerprint in gpg output")
-        .to_string()
-}
-
-/// The (checksum, size) of the blob with `media_prefix` in a v3 manifest file.
-fn manifest_blob(manifest: &Path, media_prefix: &str) -> (String, u64) {
-    let text = std::fs::read_to_string(manifest).unwrap();
-    let json_start = text
-        .find("{\n\"version\"")
-        .or_else(|| text.find('{'))
-        .unwrap();
-    let json_end = text
-        .find("-----BEGIN PGP SIGNATURE-----")
-        .unwrap_or(text.len());
-    let v: Value = serde_json::from_str(text[json_start..json_end].trim()).unwrap();
-    let rec = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["mediaType"].as_str().unwrap().starts_with(media_prefix))
-        .unwrap();
-    (
-        rec["checksum"].as_str().unwrap().to_string(),
-        rec["contentLength"].as_u64().unwrap(),
-    )
-}
-
-fn greet_manifest(cache: &Path) -> PathBuf {
-    cache.join(format!(
-        "v3/manifests/spec/greet/greet-2.1.0-{V3_GREET}.spec.manifest.json"
-    ))
-}
-
-/// Copy a fixture cache into a temp dir so a test can damage the copy.
-fn copy_cache(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fx(name), dir.path());
-    dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
-}
-
-fn flip_byte(path: &Path, at: usize) {
-    let mut b = std::fs::read(path).unwrap();
-    let i = at.min(b.len() - 1);
-    b[i] = if b[i] == b'0' { b'1' } else { b'0' };
-    std::fs::write(path, b).unwrap();
-}
 
 fn names_and_hashes(v: &Value) -> Vec<(String, String, String)> {
     let mut out: Vec<(String, String, String)> = v
@@ -333,7 +186,7 @@ fn v3_and_v2_mirrors_together_and_mirror_order() {
 
     // One mirror holding both layouts: both indexes are read; v3 wins for a shared hash.
     let both = copy_cache("spack-v3");
-    copy_dir(&v2.join("build_cache"), &both.path().join("build_cache"));
+    common::copy_tree(&v2.join("build_cache"), &both.path().join("build_cache")).unwrap();
     let v = json(&home.run(&["list", "--json", "--mirror", both.path().to_str().unwrap()]));
     let layouts: Vec<(String, String)> = v
         .as_array()

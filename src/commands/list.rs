@@ -55,6 +55,9 @@ pub fn sorted_rows<'a>(
 }
 
 pub async fn run(ctx: &Context, args: &ListArgs) -> CmdResult {
+    if let Some(root) = &args.root {
+        return super::lifecycle::list_root(ctx, root, &args.query);
+    }
     let query = if args.query.is_empty() {
         None
     } else {

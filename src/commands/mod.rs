@@ -1,7 +1,9 @@
 //! One file per subcommand; this file holds what they share: the context built from global flags
 //! and the config, and the error type that carries an exit code.
 
+pub mod install;
 pub mod keys;
+pub mod lifecycle;
 pub mod list;
 pub mod show;
 
@@ -235,6 +237,14 @@ impl Context {
             self.keyring()?,
             self.global.allow_unsigned,
         ))
+    }
+
+    /// The registry of install roots (for `cache gc`).
+    pub fn roots_registry(&self) -> PathBuf {
+        match self.paths.keys_dir.parent() {
+            Some(data) => data.join("roots.json"),
+            None => self.paths.cache_dir.join("roots.json"),
+        }
     }
 
     pub fn blob_cache_path(&self, algorithm: &str, digest: &str) -> PathBuf {

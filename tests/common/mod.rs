@@ -5,6 +5,7 @@
 //! - [`http_server`]: a real HTTP/1.1 server on 127.0.0.1 with fault injection.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod http_server;
 
 #[allow(unused_imports)]

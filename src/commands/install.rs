@@ -1,0 +1,295 @@
+//! `sf-cache install QUERY… --mirror M… --root DIR`: resolve, verify, fetch, unpack, relocate and
+//! commit a closure; optionally a view and a lockfile.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{exit, parse_query, CmdResult, Context, Failure};
+use crate::buildcache::catalog::short;
+use crate::cli::InstallArgs;
+use crate::fetch::{BlobCache, FetchOptions, Fetcher};
+use crate::install::installer::{self, InstallError, InstallOptions, InstallReport};
+use crate::install::plan::{check_against_lockfile, Action, Lockfile, Plan};
+use crate::install::projection::Projection;
+use crate::install::root::{absolute_root, existing_projection, InstallRoot};
+use crate::install::{gc, view};
+use crate::spec::HostTargets;
+use crate::ui::progress::DownloadProgress;
+
+impl From<InstallError> for Failure {
+    fn from(e: InstallError) -> Failure {
+        Failure::new(e.exit_code(), e.to_string())
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct PlannedRow {
+    name: String,
+    version: String,
+    hash: String,
+    action: &'static str,
+    prefix: Option<String>,
+    download_bytes: Option<u64>,
+    cached: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct InstallOutput<'a> {
+    root: String,
+    #[serde(flatten)]
+    report: &'a InstallReport,
+    view: Option<String>,
+}
+
+fn read_lockfile(path: &Path) -> Result<Lockfile, Failure> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Failure::new(exit::FAILURE, format!("cannot read lockfile {}: {e}", path.display()))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Failure::new(
+            exit::FAILURE,
+            format!("lockfile {} is not an sf-cache lockfile: {e}", path.display()),
+        )
+    })
+}
+
+pub async fn run(ctx: Context, args: &InstallArgs) -> CmdResult {
+    let lock = args.lockfile.as_deref().map(read_lockfile).transpose()?;
+    if args.query.is_empty() && lock.is_none() {
+        return Err(Failure::usage(
+            "nothing to install: give a query (e.g. `greet@2.1`) or --lockfile FILE",
+        ));
+    }
+    // Projection: flag > config > the root's own > default.
+    let root_dir = absolute_root(&args.root)?;
+    let requested = match args
+        .projection
+        .as_deref()
+        .or(ctx.config.install.projection.as_deref())
+    {
+        Some(p) => Some(Projection::parse(p).map_err(|e| Failure::usage(e.to_string()))?),
+        None => None,
+    };
+    let existing = existing_projection(&root_dir).map_err(|e| Failure::new(1, e.to_string()))?;
+    let projection = match (&existing, &requested) {
+        (Some(e), Some(r)) if e != r && args.projection.is_some() => {
+            return Err(Failure::usage(format!(
+                "install root {} uses projection `{}`, not `{}`; use the same projection or another root",
+                root_dir.display(),
+                e.as_str(),
+                r.as_str()
+            )))
+        }
+        (Some(e), _) => e.clone(),
+        (None, Some(r)) => r.clone(),
+        (None, None) => Projection::default(),
+    };
+    if let Some(v) = &args.view {
+        let v = absolute_root(v)?;
+        if v == root_dir {
+            return Err(Failure::usage(format!(
+                "--view {} is the install root itself; give the view its own directory",
+                v.display()
+            )));
+        }
+    }
+
+    let catalog = ctx.catalog(&args.mirrors).await?;
+    let trust = ctx.trust()?;
+    let host = HostTargets::detect();
+    let mut roots: Vec<String> = Vec::new();
+    for q in &args.query {
+        let query = parse_query(std::slice::from_ref(q))?;
+        let hash = catalog.best_match(&query, &host)?.spec.hash.clone();
+        if !roots.contains(&hash) {
+            roots.push(hash);
+        }
+    }
+    if let Some(lock) = &lock {
+        for p in lock.packages.iter().filter(|p| p.explicit) {
+            if !roots.contains(&p.hash) {
+                roots.push(p.hash.clone());
+            }
+        }
+    }
+    let plan = Plan::build(&catalog, &trust, &root_dir, &projection, &roots).await?;
+    if let Some(lock) = &lock {
+        let fresh = plan.lockfile(&catalog);
+        check_against_lockfile(lock, &fresh).map_err(|e| {
+            Failure::new(
+                exit::VERIFICATION,
+                format!(
+                    "the plan does not match lockfile {}: {e}",
+                    args.lockfile
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ),
+            )
+        })?;
+    }
+    if let Some(path) = &args.write_lockfile {
+        let text = serde_json::to_vec_pretty(&plan.lockfile(&catalog))?;
+        crate::install::root::write_atomic(path, &text)?;
+    }
+    let blob_cache =
+        BlobCache::open(ctx.paths.blob_cache_dir()).map_err(|e| Failure::new(1, e.to_string()))?;
+    if args.dry_run {
+        return print_plan(&ctx, &plan, &blob_cache);
+    }
+    installer::check_externals(&plan, &catalog)?;
+
+    let total: u64 = plan
+        .to_install()
+        .filter(|(_, e)| !blob_cache.contains(&e.tarball.digest))
+        .filter_map(|(_, e)| e.tarball.size)
+        .sum();
+    let progress = Arc::new(DownloadProgress::new(
+        ctx.global.quiet || ctx.global.json,
+        total,
+    ));
+    let jobs = args.jobs.or(ctx.config.install.jobs).unwrap_or(8).max(1);
+    let fetcher = Fetcher::new(blob_cache, jobs, progress.clone()).with_options(FetchOptions {
+        offline: args.offline,
+        ..FetchOptions::default()
+    });
+    let fetched = installer::fetch_tarballs(&plan, &catalog, &fetcher).await;
+    progress.done();
+    let tarballs = fetched?;
+    installer::check_prefix_lengths(&plan, &root_dir, &tarballs)?;
+
+    let root = InstallRoot::open(&root_dir, Some(&projection), true)
+        .map_err(|e| Failure::new(1, e.to_string()))?;
+    if let Err(e) = gc::register_root(&ctx.roots_registry(), &root.dir) {
+        tracing::warn!("{e}");
+    }
+    let unpack_jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let report = installer::execute(
+        &plan,
+        &catalog,
+        &root,
+        &tarballs,
+        &InstallOptions {
+            allow_setuid: args.allow_setuid,
+            unpack_jobs,
+        },
+    )
+    .await?;
+    let mut view_path = None;
+    if let Some(v) = &args.view {
+        let mut hashes: Vec<String> = view::read_view(v)
+            .ok()
+            .flatten()
+            .map(|r| r.hashes)
+            .unwrap_or_default();
+        for item in &plan.items {
+            if !matches!(item.action, Action::External { .. }) && !hashes.contains(&item.node.hash)
+            {
+                hashes.push(item.node.hash.clone());
+            }
+        }
+        let installed: Vec<String> = root.installed().into_iter().map(|(_, r)| r.hash).collect();
+        hashes.retain(|h| installed.contains(h));
+        let r = view::build_view(v, &root, &hashes).map_err(|e| Failure::new(1, e.to_string()))?;
+        view_path = Some(r.view.display().to_string());
+    }
+    if ctx.out.json {
+        ctx.out.json(&InstallOutput {
+            root: root.dir.display().to_string(),
+            report: &report,
+            view: view_path,
+        })?;
+    } else if !ctx.global.quiet {
+        for p in &report.installed {
+            ctx.out.line(format!(
+                "installed {}@{} /{} in {}",
+                p.name,
+                p.version,
+                short(&p.hash),
+                p.prefix
+            ))?;
+        }
+        for p in &report.already_installed {
+            ctx.out.line(format!(
+                "already installed {}@{} /{} in {}",
+                p.name,
+                p.version,
+                short(&p.hash),
+                p.prefix
+            ))?;
+        }
+        if let Some(v) = &view_path {
+            ctx.out.line(format!("view {v}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn print_plan(ctx: &Context, plan: &Plan, cache: &BlobCache) -> CmdResult {
+    let rows: Vec<PlannedRow> = plan
+        .items
+        .iter()
+        .map(|i| {
+            let (action, size, cached, prefix) = match &i.action {
+                Action::External { path } => ("external", None, false, path.clone()),
+                Action::Installed => (
+                    "installed",
+                    None,
+                    false,
+                    Some(i.prefix.display().to_string()),
+                ),
+                Action::Install { entry } => {
+                    let cached = cache.contains(&entry.tarball.digest);
+                    (
+                        "install",
+                        entry.tarball.size,
+                        cached,
+                        Some(i.prefix.display().to_string()),
+                    )
+                }
+            };
+            PlannedRow {
+                name: i.node.name.clone(),
+                version: i.node.version.clone(),
+                hash: i.node.hash.clone(),
+                action,
+                prefix,
+                download_bytes: if cached { Some(0) } else { size },
+                cached,
+            }
+        })
+        .collect();
+    if ctx.out.json {
+        ctx.out.json(&rows)?;
+        return Ok(());
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.action.to_string(),
+                format!("{}@{}", r.name, r.version),
+                short(&r.hash).to_string(),
+                match (r.action, r.cached, r.download_bytes) {
+                    ("install", true, _) => "cached".into(),
+                    ("install", false, Some(b)) => format!("{}", indicatif::HumanBytes(b)),
+                    ("install", false, None) => "size unknown".into(),
+                    _ => "-".into(),
+                },
+                r.prefix.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    ctx.out
+        .table(&["ACTION", "SPEC", "HASH", "DOWNLOAD", "PREFIX"], &table)?;
+    let total: u64 = rows.iter().filter_map(|r| r.download_bytes).sum();
+    ctx.out.line(format!(
+        "dry run: nothing changed; {} to download",
+        indicatif::HumanBytes(total)
+    ))?;
+    Ok(())
+}

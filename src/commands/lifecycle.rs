@@ -1,0 +1,253 @@
+//! `sf-cache verify`, `uninstall`, `cache gc|clean` and `list --root`: everything that works from
+//! the receipts of an install root.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{exit, parse_query, CmdResult, Context, Failure};
+use crate::buildcache::catalog::short;
+use crate::cli::{CacheCommand, UninstallArgs, VerifyArgs};
+use crate::install::receipt::Receipt;
+use crate::install::root::InstallRoot;
+use crate::install::{gc, uninstall as uninstaller, verify as verifier, view};
+use crate::spec::{Query, Spec};
+
+fn open_root(dir: &Path) -> Result<InstallRoot, Failure> {
+    InstallRoot::open(dir, None, false).map_err(|e| {
+        Failure::new(
+            exit::FAILURE,
+            format!("{e}; is {} an sf-cache install root?", dir.display()),
+        )
+    })
+}
+
+fn receipt_spec(r: &Receipt) -> Option<Spec> {
+    let mut spec = Spec::from_node(&r.spec, 5).ok()?;
+    spec.hash = r.hash.clone();
+    Some(spec)
+}
+
+/// Receipts of `root` matching `query` (all when None).
+fn matching(root: &InstallRoot, query: Option<&Query>) -> Vec<(std::path::PathBuf, Receipt)> {
+    let installed = root.installed();
+    let Some(q) = query else {
+        return installed;
+    };
+    let specs: Vec<Option<Spec>> = installed.iter().map(|(_, r)| receipt_spec(r)).collect();
+    let lookup = |h: &str| -> Option<&Spec> { specs.iter().flatten().find(|s| s.hash == h) };
+    installed
+        .into_iter()
+        .zip(specs.iter())
+        .filter(|(_, s)| s.as_ref().is_some_and(|s| q.matches(s, &lookup)))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[derive(Serialize)]
+struct InstalledRow {
+    name: String,
+    version: String,
+    hash: String,
+    prefix: String,
+    explicit: bool,
+    mirror: String,
+    signature: String,
+}
+
+pub fn list_root(ctx: &Context, dir: &Path, query: &[String]) -> CmdResult {
+    let q = if query.is_empty() {
+        None
+    } else {
+        Some(parse_query(query)?)
+    };
+    let root = open_root(dir)?;
+    let rows: Vec<InstalledRow> = matching(&root, q.as_ref())
+        .into_iter()
+        .map(|(p, r)| InstalledRow {
+            name: r.name,
+            version: r.version,
+            hash: r.hash,
+            prefix: p.display().to_string(),
+            explicit: r.explicit,
+            mirror: r.mirror,
+            signature: r.signature_status,
+        })
+        .collect();
+    if rows.is_empty() && q.is_some() {
+        return Err(Failure::new(
+            exit::NO_MATCH,
+            format!("nothing installed in {} matches the query", dir.display()),
+        ));
+    }
+    if ctx.out.json {
+        ctx.out.json(&rows)?;
+        return Ok(());
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.version.clone(),
+                short(&r.hash).to_string(),
+                if r.explicit { "explicit" } else { "dependency" }.to_string(),
+                r.prefix.clone(),
+            ]
+        })
+        .collect();
+    ctx.out
+        .table(&["NAME", "VERSION", "HASH", "INSTALLED AS", "PREFIX"], &table)?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct VerifyRow {
+    name: String,
+    version: String,
+    hash: String,
+    prefix: String,
+    #[serde(flatten)]
+    report: verifier::VerifyReport,
+}
+
+pub fn verify(ctx: &Context, args: &VerifyArgs) -> CmdResult {
+    let q = if args.query.is_empty() {
+        None
+    } else {
+        Some(parse_query(&args.query)?)
+    };
+    let root = open_root(&args.root)?;
+    let targets = matching(&root, q.as_ref());
+    if targets.is_empty() && q.is_some() {
+        return Err(Failure::new(
+            exit::NO_MATCH,
+            "nothing installed matches the query",
+        ));
+    }
+    let mut rows = Vec::new();
+    for (prefix, r) in targets {
+        let report =
+            verifier::verify_prefix(&prefix).map_err(|e| Failure::new(1, e.to_string()))?;
+        rows.push(VerifyRow {
+            name: r.name,
+            version: r.version,
+            hash: r.hash,
+            prefix: prefix.display().to_string(),
+            report,
+        });
+    }
+    let problems: usize = rows.iter().map(|r| r.report.problem_count()).sum();
+    if ctx.out.json {
+        ctx.out.json(&rows)?;
+    } else {
+        for r in &rows {
+            let status = if r.report.is_clean() { "ok" } else { "CHANGED" };
+            ctx.out.line(format!(
+                "{status:<8}{}@{} /{}  {}",
+                r.name,
+                r.version,
+                short(&r.hash),
+                r.prefix
+            ))?;
+            for (what, list) in [
+                ("modified", &r.report.modified),
+                ("missing", &r.report.missing),
+                ("extra", &r.report.extra),
+                ("mode changed", &r.report.mode_changed),
+                ("link changed", &r.report.link_changed),
+            ] {
+                for p in list {
+                    ctx.out.line(format!("    {what}: {p}"))?;
+                }
+            }
+        }
+    }
+    if problems > 0 {
+        return Err(Failure::new(
+            exit::VERIFICATION,
+            format!(
+                "{problems} difference(s) from the install receipts; reinstall the changed packages"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub fn uninstall(ctx: &Context, args: &UninstallArgs) -> CmdResult {
+    let root = open_root(&args.root)?;
+    let mut hashes = Vec::new();
+    for q in &args.query {
+        let query = parse_query(std::slice::from_ref(q))?;
+        let found = matching(&root, Some(&query));
+        if found.is_empty() {
+            return Err(Failure::new(
+                exit::NO_MATCH,
+                format!("nothing installed in {} matches `{q}`", root.dir.display()),
+            ));
+        }
+        if found.len() > 1 {
+            let names: Vec<String> = found
+                .iter()
+                .map(|(_, r)| uninstaller::display_name(r))
+                .collect();
+            return Err(Failure::usage(format!(
+                "`{q}` matches several installed packages: {}; add a version or /hash",
+                names.join(", ")
+            )));
+        }
+        hashes.push(found[0].1.hash.clone());
+    }
+    let receipts = uninstaller::plan_uninstall(&root, &hashes, args.force)
+        .map_err(|e| Failure::new(1, e.to_string()))?;
+    let removed =
+        uninstaller::remove(&root, &receipts).map_err(|e| Failure::new(1, e.to_string()))?;
+    for v in &args.view {
+        view::rebuild_view_after_uninstall(v, &root).map_err(|e| Failure::new(1, e.to_string()))?;
+    }
+    if ctx.out.json {
+        ctx.out.json(
+            &removed
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>(),
+        )?;
+    } else {
+        for p in &removed {
+            ctx.out.line(format!("removed {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn cache(ctx: &Context, cmd: &CacheCommand) -> CmdResult {
+    let blobs = ctx.paths.blob_cache_dir();
+    let report = match cmd {
+        CacheCommand::Gc => {
+            let roots = gc::registered_roots(&ctx.roots_registry());
+            gc::collect(&blobs, &roots).map_err(|e| Failure::new(1, e.to_string()))?
+        }
+        CacheCommand::Clean => {
+            let r = gc::clean(&blobs).map_err(|e| Failure::new(1, e.to_string()))?;
+            for d in [ctx.paths.index_cache_dir(), ctx.paths.cache_dir.join("meta")] {
+                if let Err(e) = std::fs::remove_dir_all(&d) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(e.into());
+                    }
+                }
+            }
+            r
+        }
+    };
+    if ctx.out.json {
+        ctx.out.json(&report)?;
+    } else {
+        ctx.out.line(format!(
+            "removed {} blob(s), {}; kept {}",
+            report.removed,
+            indicatif::HumanBytes(report.bytes),
+            report.kept
+        ))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Running the built `sf-cache` binary in a private home, and small helpers over fixture caches.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+pub const V3_GREET: &str = "pgvza7iamblnpepta3jh2thtyfktejqr";
+pub const V3_LIBGREET: &str = "2upkbtnnkl4ztegz36plrhvvzftkoxxu";
+pub const V3_WRAPPER: &str = "4fghq5ibtjw6ag4knvkpnmu2cdp3bamt";
+pub const V2_GREET: &str = "ruqirndwo36kjwhzknomdzk2br25xuso";
+pub const V2_LIBGREET: &str = "ytzlrepf63rno4vzg2rr7nhdonfpjum5";
+
+/// A path inside the fixtures.
+pub fn fx(rel: &str) -> PathBuf {
+    super::fixtures_dir().join(rel)
+}
+
+/// A private sf-cache home for one test.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    pub fn new() -> Home {
+        Home {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A home that trusts the fixture key.
+    pub fn trusting() -> Home {
+        let h = Home::new();
+        let out = h.run(&["keys", "add", fx("keys/sf-cache-fixture.pub.asc").to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        h
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("sf-cache").unwrap();
+        c.env("SF_CACHE_HOME", self.dir.path())
+            .env_remove("SF_CACHE_CONFIG")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("ALL_PROXY")
+            .env("SF_CACHE_HOST_TARGET", "x86_64_v3")
+            .env("NO_PROXY", "127.0.0.1,localhost");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// A `std::process::Command` for the binary (for tests that kill it).
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("sf-cache"));
+        c.env("SF_CACHE_HOME", self.dir.path())
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .env("SF_CACHE_HOST_TARGET", "x86_64_v3")
+            .env("NO_PROXY", "127.0.0.1,localhost");
+        c
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Parse stdout as JSON, asserting success.
+pub fn json(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// The fixture key's fingerprint, as gpg reports it.
+pub fn fixture_fingerprint() -> String {
+    let out = std::process::Command::new("gpg")
+        .args(["--show-keys", "--with-colons"])
+        .arg(fx("keys/sf-cache-fixture.pub.asc"))
+        .output()
+        .expect("gpg is needed by the tests (apt-get install gnupg)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("fpr:"))
+        .and_then(|l| l.split(':').nth(9))
+        .expect("fingerprint in gpg output")
+        .to_string()
+}
+
+/// The JSON payload of a (possibly clearsigned) v3 manifest file.
+pub fn manifest_json(manifest: &Path) -> Value {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let start = text.find("{\n\"version\"").or_else(|| text.find('{')).unwrap();
+    let end = text
+        .find("-----BEGIN PGP SIGNATURE-----")
+        .unwrap_or(text.len());
+    serde_json::from_str(text[start..end].trim()).unwrap()
+}
+
+/// The (checksum, size) of the blob with `media_prefix` in a v3 manifest file.
+pub fn manifest_blob(manifest: &Path, media_prefix: &str) -> (String, u64) {
+    let v = manifest_json(manifest);
+    let rec = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["mediaType"].as_str().unwrap().starts_with(media_prefix))
+        .unwrap();
+    (
+        rec["checksum"].as_str().unwrap().to_string(),
+        rec["contentLength"].as_u64().unwrap(),
+    )
+}
+
+pub fn greet_manifest(cache: &Path) -> PathBuf {
+    cache.join(format!(
+        "v3/manifests/spec/greet/greet-2.1.0-{V3_GREET}.spec.manifest.json"
+    ))
+}
+
+/// The path of the greet install tarball blob in a v3 cache.
+pub fn greet_tarball(cache: &Path) -> PathBuf {
+    let (d, _) = manifest_blob(&greet_manifest(cache), "application/vnd.spack.install.v");
+    cache.join(format!("blobs/sha256/{}/{d}", &d[..2]))
+}
+
+/// Copy a fixture cache into a temp dir so a test can damage the copy.
+pub fn copy_cache(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    super::copy_tree(&fx(name), dir.path()).unwrap();
+    dir
+}
+
+pub fn flip_byte(path: &Path, at: usize) {
+    let mut b = std::fs::read(path).unwrap();
+    let i = at.min(b.len() - 1);
+    b[i] = if b[i] == b'0' { b'1' } else { b'0' };
+    std::fs::write(path, b).unwrap();
+}
