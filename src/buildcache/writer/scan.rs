@@ -171,9 +171,12 @@ impl FileScanner<'_> {
         if self.decided_binary.is_none() {
             let need = 8 - self.head.len();
             self.head.extend_from_slice(&chunk[..need.min(chunk.len())]);
-            if self.head.len() >= 8 || self.head.starts_with(b"\x7fELF") {
-                self.decided_binary = Some(binary_magic(&self.head));
-            } else if self.head.len() >= 4 && !self.head.starts_with(&[0xca, 0xfe, 0xba, 0xbe]) {
+            // Decide once 8 bytes are known, or as soon as the first 4 show that this is not a
+            // fat Mach-O header (the only magic that needs bytes 4..8: the architecture count).
+            let elf = self.head.starts_with(b"\x7fELF");
+            let may_be_fat =
+                self.head.len() < 4 || self.head.starts_with(&[0xca, 0xfe, 0xba, 0xbe]);
+            if self.head.len() >= 8 || elf || !may_be_fat {
                 self.decided_binary = Some(binary_magic(&self.head));
             }
         }
