@@ -57,10 +57,7 @@ pub fn is_link_or_run(edge: &DepEdge) -> bool {
 impl Catalog {
     /// Load the indexes of every mirror, in order. On the same hash within one mirror, v3 wins over
     /// v2; across mirrors all copies are kept as alternative sources, earlier mirrors first.
-    pub async fn load(
-        mirrors: Vec<Mirror>,
-        cache: &IndexCache,
-    ) -> Result<Catalog, BuildcacheError> {
+    pub async fn load(mirrors: Vec<Mirror>, cache: &IndexCache) -> Result<Catalog, BuildcacheError> {
         let loads = futures_util::future::join_all(mirrors.iter().map(|m| m.load_indexes(cache)));
         let mut per_mirror = Vec::new();
         for (i, loaded) in loads.await.into_iter().enumerate() {
@@ -71,9 +68,7 @@ impl Catalog {
             let mut seen_v3 = HashSet::new();
             for loaded in indexes {
                 for IndexRecord {
-                    spec,
-                    in_buildcache,
-                    ..
+                    spec, in_buildcache, ..
                 } in loaded.index.records
                 {
                     if loaded.layout == Layout::V3 {
@@ -100,13 +95,7 @@ impl Catalog {
         }
         for v in by_hash.values_mut() {
             // Binaries first, then mirror order, then v3 before v2.
-            v.sort_by_key(|&i| {
-                (
-                    !entries[i].in_buildcache,
-                    entries[i].mirror,
-                    entries[i].layout,
-                )
-            });
+            v.sort_by_key(|&i| (!entries[i].in_buildcache, entries[i].mirror, entries[i].layout));
         }
         Catalog {
             mirrors,
@@ -167,18 +156,10 @@ impl Catalog {
         let mut runnable: Vec<(&CatalogEntry, Option<Version>, u32)> = Vec::new();
         let mut unrunnable = Vec::new();
         for e in &matches {
-            let target = e
-                .spec
-                .arch
-                .as_ref()
-                .map(|a| a.target.as_str())
-                .unwrap_or("");
+            let target = e.spec.arch.as_ref().map(|a| a.target.as_str()).unwrap_or("");
             match host.rank(target) {
                 Some(rank) => runnable.push((e, sort_version(&e.spec.version), rank)),
-                None => unrunnable.push(format!(
-                    "{}@{} target={target}",
-                    e.spec.name, e.spec.version
-                )),
+                None => unrunnable.push(format!("{}@{} target={target}", e.spec.name, e.spec.version)),
             }
         }
         if runnable.is_empty() {
@@ -190,11 +171,7 @@ impl Catalog {
             });
         }
         // Highest version, then best target rank; stable sort keeps mirror order for ties.
-        runnable.sort_by(|a, b| {
-            b.1.cmp(&a.1)
-                .then(b.2.cmp(&a.2))
-                .then(a.0.mirror.cmp(&b.0.mirror))
-        });
+        runnable.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)).then(a.0.mirror.cmp(&b.0.mirror)));
         let (top, top_version, top_rank) = (runnable[0].0, &runnable[0].1, runnable[0].2);
         let mut tied: Vec<&CatalogEntry> = runnable
             .iter()
@@ -206,11 +183,7 @@ impl Catalog {
         if distinct.len() > 1 {
             let mut listed: Vec<String> = Vec::new();
             for e in &tied {
-                let line = format!(
-                    "{} /{}",
-                    self.describe(&e.spec),
-                    &e.spec.hash[..7.min(e.spec.hash.len())]
-                );
+                let line = format!("{} /{}", self.describe(&e.spec), &e.spec.hash[..7.min(e.spec.hash.len())]);
                 if !listed.contains(&line) {
                     listed.push(line);
                 }
@@ -275,22 +248,15 @@ impl Catalog {
             }
             None => {}
         }
-        let spec = self
-            .spec(hash)
-            .ok_or_else(|| BuildcacheError::MissingDependency {
-                dependent: parent.unwrap_or("?").to_string(),
-                dependency: format!("/{hash}"),
-            })?;
+        let spec = self.spec(hash).ok_or_else(|| BuildcacheError::MissingDependency {
+            dependent: parent.unwrap_or("?").to_string(),
+            dependency: format!("/{hash}"),
+        })?;
         state.insert(hash.to_string(), false);
         let external = spec.external.is_some();
         if !external {
             for edge in spec.dependencies.iter().filter(|e| is_link_or_run(e)) {
-                self.visit(
-                    &edge.hash,
-                    Some(&format!("{}/{}", spec.name, short(hash))),
-                    state,
-                    order,
-                )?;
+                self.visit(&edge.hash, Some(&format!("{}/{}", spec.name, short(hash))), state, order)?;
             }
             if self.sources(hash).is_empty() {
                 return Err(BuildcacheError::MissingDependency {

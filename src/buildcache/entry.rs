@@ -350,10 +350,7 @@ pub async fn verify_blob_by_download(
     if blob.algorithm != "sha256" {
         return Err(BuildcacheError::Malformed {
             what,
-            reason: format!(
-                "checksum algorithm `{}` is not supported (only sha256)",
-                blob.algorithm
-            ),
+            reason: format!("checksum algorithm `{}` is not supported (only sha256)", blob.algorithm),
         });
     }
     let mut object = mirror.store.get_stream(&blob.path, 0).await?;
@@ -366,11 +363,7 @@ pub async fn verify_blob_by_download(
     }
     let actual = hex::encode(hasher.finalize());
     if actual != blob.digest {
-        return Err(BuildcacheError::ChecksumMismatch {
-            what,
-            expected: blob.digest.clone(),
-            actual,
-        });
+        return Err(BuildcacheError::ChecksumMismatch { what, expected: blob.digest.clone(), actual });
     }
     if let Some(size) = blob.size {
         if size != len {

@@ -200,15 +200,9 @@ mod tests {
         let v9 = SMALL.replace("\"version\":\"8\"", "\"version\":\"9\"");
         let e = Index::parse(v9.as_bytes(), "t").unwrap_err().to_string();
         assert!(e.contains("upgrade sf-cache"), "{e}");
-        let e = Index::parse(&SMALL.as_bytes()[..200], "t")
-            .unwrap_err()
-            .to_string();
+        let e = Index::parse(&SMALL.as_bytes()[..200], "t").unwrap_err().to_string();
         assert!(e.contains("truncated"), "{e}");
-        let bad = SMALL.replacen(
-            "\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\":{",
-            "\"cccccccccccccccccccccccccccccccc\":{",
-            1,
-        );
+        let bad = SMALL.replacen("\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\":{", "\"cccccccccccccccccccccccccccccccc\":{", 1);
         assert!(Index::parse(bad.as_bytes(), "t").is_err());
     }
 

@@ -35,10 +35,11 @@ impl Manifest {
     /// Parse the JSON of a manifest (already taken out of its clearsigned envelope).
     /// `what` names the manifest in errors (its URL).
     pub fn parse(json: &[u8], what: &str) -> Result<Manifest, BuildcacheError> {
-        let m: Manifest = serde_json::from_slice(json).map_err(|e| BuildcacheError::Malformed {
-            what: what.to_string(),
-            reason: format!("not a buildcache manifest: {e}"),
-        })?;
+        let m: Manifest =
+            serde_json::from_slice(json).map_err(|e| BuildcacheError::Malformed {
+                what: what.to_string(),
+                reason: format!("not a buildcache manifest: {e}"),
+            })?;
         if m.version != 3 {
             return Err(BuildcacheError::Malformed {
                 what: what.to_string(),

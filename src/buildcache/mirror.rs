@@ -155,10 +155,7 @@ impl Mirror {
         let path = cache.path(&self.url, Layout::V3, &record.checksum);
         if let Some(bytes) = cache.read(&path) {
             if sha256_hex(&bytes) == record.checksum || record.checksum_algorithm != "sha256" {
-                debug!(
-                    "index of {} from local cache ({})",
-                    self.url, record.checksum
-                );
+                debug!("index of {} from local cache ({})", self.url, record.checksum);
                 let index = Index::parse(&bytes, &path.display().to_string())?;
                 return Ok(Some(LoadedIndex {
                     layout: Layout::V3,
@@ -186,11 +183,7 @@ impl Mirror {
         let announced = self
             .get_optional(layout::V2_INDEX_HASH)
             .await?
-            .map(|b| {
-                String::from_utf8_lossy(&b[..b.len().min(64)])
-                    .trim()
-                    .to_string()
-            })
+            .map(|b| String::from_utf8_lossy(&b[..b.len().min(64)]).trim().to_string())
             .filter(|h| is_sha256_hex(h));
         if let Some(hash) = &announced {
             let path = cache.path(&self.url, Layout::V2, hash);

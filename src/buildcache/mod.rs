@@ -38,13 +38,9 @@ pub enum BuildcacheError {
     },
     #[error("{mirror} is not a Spack buildcache (no v3/layout.json, no v3 index, no build_cache/index.json); point --mirror at the directory that holds `v3/` or `build_cache/`")]
     NotABuildcache { mirror: String },
-    #[error(
-        "{mirror} is a v3 buildcache without an index; run `spack buildcache update-index` on it"
-    )]
+    #[error("{mirror} is a v3 buildcache without an index; run `spack buildcache update-index` on it")]
     NoIndex { mirror: String },
-    #[error(
-        "nothing in the mirrors matches `{query}`; try `sf-cache list` to see what they offer"
-    )]
+    #[error("nothing in the mirrors matches `{query}`; try `sf-cache list` to see what they offer")]
     NoMatch { query: String },
     #[error("`{query}` matches only targets this host cannot run: {found}")]
     NoRunnableMatch { query: String, found: String },

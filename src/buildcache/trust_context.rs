@@ -34,11 +34,7 @@ impl TrustContext {
 
     /// Verify clearsigned `text`. When the signer is unknown, the mirror's published keys whose
     /// fingerprints are pinned are added once, and the text is verified again.
-    pub async fn verify(
-        &self,
-        mirror: &Mirror,
-        text: &[u8],
-    ) -> Result<Verification, BuildcacheError> {
+    pub async fn verify(&self, mirror: &Mirror, text: &[u8]) -> Result<Verification, BuildcacheError> {
         let v = self.keyring().verify_cleartext(text);
         if v.status != SignatureStatus::UnknownKey || !self.has_pins() {
             return Ok(v);
@@ -51,10 +47,7 @@ impl TrustContext {
         if !first_time {
             return Ok(v);
         }
-        debug!(
-            "signer unknown; checking {}'s published keys against the pins",
-            mirror.url
-        );
+        debug!("signer unknown; checking {}'s published keys against the pins", mirror.url);
         let keys = match mirror_keys(mirror).await {
             Ok(k) => k,
             Err(e) => {
@@ -68,10 +61,7 @@ impl TrustContext {
             for key in keys {
                 if let Ok(new) = ring.add_if_pinned(key.armored.as_bytes()) {
                     for k in &new {
-                        info!(
-                            "trusting pinned key {} published by {}",
-                            k.fingerprint, mirror.url
-                        );
+                        info!("trusting pinned key {} published by {}", k.fingerprint, mirror.url);
                     }
                     added += new.len();
                 }
