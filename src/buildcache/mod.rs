@@ -8,6 +8,7 @@ pub mod layout;
 pub mod manifest;
 pub mod mirror;
 pub mod trust_context;
+pub mod writer;
 
 use thiserror::Error;
 
