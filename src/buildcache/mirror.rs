@@ -72,7 +72,10 @@ impl IndexCache {
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let checksum = name.strip_prefix(&prefix)?.strip_suffix(".json")?.to_string();
+                let checksum = name
+                    .strip_prefix(&prefix)?
+                    .strip_suffix(".json")?
+                    .to_string();
                 let mtime = e.metadata().ok()?.modified().ok()?;
                 Some((mtime, checksum, e.path()))
             })
@@ -103,7 +106,10 @@ fn write_cache_file(path: &Path, bytes: &[u8]) {
             Ok(())
         })();
         if let Err(e) = result {
-            warn!("could not write the local cache file {}: {e}", path.display());
+            warn!(
+                "could not write the local cache file {}: {e}",
+                path.display()
+            );
         }
     }
 }

@@ -45,12 +45,18 @@ struct InstallOutput<'a> {
 
 fn read_lockfile(path: &Path) -> Result<Lockfile, Failure> {
     let bytes = std::fs::read(path).map_err(|e| {
-        Failure::new(exit::FAILURE, format!("cannot read lockfile {}: {e}", path.display()))
+        Failure::new(
+            exit::FAILURE,
+            format!("cannot read lockfile {}: {e}", path.display()),
+        )
     })?;
     serde_json::from_slice(&bytes).map_err(|e| {
         Failure::new(
             exit::FAILURE,
-            format!("lockfile {} is not an sf-cache lockfile: {e}", path.display()),
+            format!(
+                "lockfile {} is not an sf-cache lockfile: {e}",
+                path.display()
+            ),
         )
     })
 }

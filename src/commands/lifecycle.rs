@@ -96,8 +96,10 @@ pub fn list_root(ctx: &Context, dir: &Path, query: &[String]) -> CmdResult {
             ]
         })
         .collect();
-    ctx.out
-        .table(&["NAME", "VERSION", "HASH", "INSTALLED AS", "PREFIX"], &table)?;
+    ctx.out.table(
+        &["NAME", "VERSION", "HASH", "INSTALLED AS", "PREFIX"],
+        &table,
+    )?;
     Ok(())
 }
 
@@ -229,7 +231,10 @@ pub fn cache(ctx: &Context, cmd: &CacheCommand) -> CmdResult {
         }
         CacheCommand::Clean => {
             let r = gc::clean(&blobs).map_err(|e| Failure::new(1, e.to_string()))?;
-            for d in [ctx.paths.index_cache_dir(), ctx.paths.cache_dir.join("meta")] {
+            for d in [
+                ctx.paths.index_cache_dir(),
+                ctx.paths.cache_dir.join("meta"),
+            ] {
                 if let Err(e) = std::fs::remove_dir_all(&d) {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         return Err(e.into());

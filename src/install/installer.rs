@@ -132,12 +132,7 @@ pub fn check_externals(plan: &Plan, catalog: &Catalog) -> Result<(), InstallErro
                 let dependent = plan
                     .items
                     .iter()
-                    .find(|i| {
-                        i.spec
-                            .dependencies
-                            .iter()
-                            .any(|d| d.hash == item.node.hash)
-                    })
+                    .find(|i| i.spec.dependencies.iter().any(|d| d.hash == item.node.hash))
                     .map(label)
                     .unwrap_or_else(|| label(item));
                 let _ = catalog;
@@ -165,7 +160,10 @@ pub async fn fetch_tarballs(
             BlobRequest::new(
                 format!("{}:{}", e.tarball.algorithm, e.tarball.digest),
                 e.tarball.size,
-                vec![(catalog.mirrors[e.mirror].store.clone(), e.tarball.path.clone())],
+                vec![(
+                    catalog.mirrors[e.mirror].store.clone(),
+                    e.tarball.path.clone(),
+                )],
             )
         })
         .collect();
@@ -289,7 +287,13 @@ fn stage(job: StageJob) -> Result<Staged, InstallError> {
         .is_some_and(|m| m.iter().any(|(h, _)| h == &job.own_hash));
     if !own_known {
         if let Some(old) = bi.old_prefix() {
-            pairs.insert(0, (old.into_bytes(), job.new_prefix.as_os_str().as_bytes().to_vec()));
+            pairs.insert(
+                0,
+                (
+                    old.into_bytes(),
+                    job.new_prefix.as_os_str().as_bytes().to_vec(),
+                ),
+            );
         }
     }
     let map = PrefixMap::for_install(
@@ -314,10 +318,18 @@ fn stage(job: StageJob) -> Result<Staged, InstallError> {
         .chain(report.links_changed)
         .collect();
     if job.sbang_usable {
-        for p in sbang::filter_shebangs_in_tree(&job.staging, &job.sbang_path, sbang::SYSTEM_SHEBANG_LIMIT)
-            .map_err(reloc)?
+        for p in sbang::filter_shebangs_in_tree(
+            &job.staging,
+            &job.sbang_path,
+            sbang::SYSTEM_SHEBANG_LIMIT,
+        )
+        .map_err(reloc)?
         {
-            changed.insert(p.strip_prefix(&job.staging).map(Path::to_path_buf).unwrap_or(p));
+            changed.insert(
+                p.strip_prefix(&job.staging)
+                    .map(Path::to_path_buf)
+                    .unwrap_or(p),
+            );
         }
     }
     Ok(Staged {
@@ -426,7 +438,11 @@ fn sync_filesystem(dir: &Path) {
         // SAFETY: syncfs only reads the file descriptor, which stays open for the call.
         let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
         if rc != 0 {
-            warn!("syncfs on {} failed: {}", dir.display(), std::io::Error::last_os_error());
+            warn!(
+                "syncfs on {} failed: {}",
+                dir.display(),
+                std::io::Error::last_os_error()
+            );
         }
     }
 }
@@ -456,7 +472,8 @@ pub async fn execute(
         }
     }
     let sbang_path = root.dir.join("bin").join("sbang");
-    let sbang_usable = match sbang::sbang_install_path(&root.dir, sbang::SYSTEM_SHEBANG_LIMIT - 10) {
+    let sbang_usable = match sbang::sbang_install_path(&root.dir, sbang::SYSTEM_SHEBANG_LIMIT - 10)
+    {
         Ok(_) => true,
         Err(e) => {
             let msg = format!(
@@ -467,44 +484,43 @@ pub async fn execute(
             false
         }
     };
-    let jobs: Vec<StageJob> = plan
-        .items
-        .iter()
-        .enumerate()
-        .filter(|(_, i)| matches!(i.action, Action::Install { .. }))
-        .map(|(index, item)| -> Result<StageJob, InstallError> {
-            let tarball = tarballs
-                .get(&item.node.hash)
-                .cloned()
-                .ok_or_else(|| InstallError::Internal(format!("no tarball for {}", label(item))))?;
-            let relocate_specs = specs_to_relocate(catalog, &item.spec)
-                .into_iter()
-                .map(|s| {
-                    (
-                        s.hash.clone(),
-                        root.prefix_of(s).as_os_str().as_bytes().to_vec(),
-                    )
+    let jobs: Vec<StageJob> =
+        plan.items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| matches!(i.action, Action::Install { .. }))
+            .map(|(index, item)| -> Result<StageJob, InstallError> {
+                let tarball = tarballs.get(&item.node.hash).cloned().ok_or_else(|| {
+                    InstallError::Internal(format!("no tarball for {}", label(item)))
+                })?;
+                let relocate_specs = specs_to_relocate(catalog, &item.spec)
+                    .into_iter()
+                    .map(|s| {
+                        (
+                            s.hash.clone(),
+                            root.prefix_of(s).as_os_str().as_bytes().to_vec(),
+                        )
+                    })
+                    .collect();
+                Ok(StageJob {
+                    index,
+                    label: label(item),
+                    tarball,
+                    staging: root.staging_dir().join(format!(
+                        "{}-{}",
+                        item.node.hash,
+                        rand::random::<u32>()
+                    )),
+                    relocate_specs,
+                    own_hash: item.node.hash.clone(),
+                    new_prefix: item.prefix.clone(),
+                    root_dir: root.dir.clone(),
+                    sbang_path: sbang_path.clone(),
+                    sbang_usable,
+                    allow_setuid: opts.allow_setuid,
                 })
-                .collect();
-            Ok(StageJob {
-                index,
-                label: label(item),
-                tarball,
-                staging: root.staging_dir().join(format!(
-                    "{}-{}",
-                    item.node.hash,
-                    rand::random::<u32>()
-                )),
-                relocate_specs,
-                own_hash: item.node.hash.clone(),
-                new_prefix: item.prefix.clone(),
-                root_dir: root.dir.clone(),
-                sbang_path: sbang_path.clone(),
-                sbang_usable,
-                allow_setuid: opts.allow_setuid,
             })
-        })
-        .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()?;
     let staging_dirs: Vec<PathBuf> = jobs.iter().map(|j| j.staging.clone()).collect();
     let cleanup = |dirs: &[PathBuf]| {
         for d in dirs {
@@ -558,7 +574,12 @@ pub async fn execute(
             // install (their prefixes are not there yet).
             let staged_prefixes: Vec<(Vec<u8>, PathBuf)> = staged
                 .iter()
-                .map(|s| (items[s.index].prefix.as_os_str().as_bytes().to_vec(), s.staging.clone()))
+                .map(|s| {
+                    (
+                        items[s.index].prefix.as_os_str().as_bytes().to_vec(),
+                        s.staging.clone(),
+                    )
+                })
                 .collect();
             let lexists = |entry: &[u8]| -> bool {
                 for (fin, stg) in &staged_prefixes {
@@ -574,14 +595,19 @@ pub async fn execute(
             };
             for s in &mut staged {
                 let lbl = label(&items[s.index]);
-                let dropped = elf::drop_redundant_rpaths_in_tree(&s.staging, &lexists).map_err(
-                    |source| InstallError::Relocate {
-                        package: lbl.clone(),
-                        source,
-                    },
-                )?;
+                let dropped =
+                    elf::drop_redundant_rpaths_in_tree(&s.staging, &lexists).map_err(|source| {
+                        InstallError::Relocate {
+                            package: lbl.clone(),
+                            source,
+                        }
+                    })?;
                 for (p, _) in dropped {
-                    s.changed.insert(p.strip_prefix(&s.staging).map(Path::to_path_buf).unwrap_or(p));
+                    s.changed.insert(
+                        p.strip_prefix(&s.staging)
+                            .map(Path::to_path_buf)
+                            .unwrap_or(p),
+                    );
                 }
             }
             // Receipts inside each staged prefix.
@@ -621,9 +647,11 @@ pub async fn execute(
             if let Some(s) = staged.first() {
                 sync_filesystem(&s.staging);
             }
-            relocate::sbang::install_sbang(&sbang_path).map_err(|source| InstallError::Relocate {
-                package: "sbang".into(),
-                source,
+            relocate::sbang::install_sbang(&sbang_path).map_err(|source| {
+                InstallError::Relocate {
+                    package: "sbang".into(),
+                    source,
+                }
             })?;
             // Commit: one rename per package, dependencies first.
             let mut installed = Vec::new();
@@ -631,7 +659,8 @@ pub async fn execute(
             for s in &staged {
                 let item = &items[s.index];
                 if let Some(parent) = item.prefix.parent() {
-                    std::fs::create_dir_all(parent).map_err(io_err(parent.display().to_string()))?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(io_err(parent.display().to_string()))?;
                 }
                 match std::fs::rename(&s.staging, &item.prefix) {
                     Ok(()) => {
@@ -639,7 +668,9 @@ pub async fn execute(
                         committed.push(item.prefix.clone());
                         installed.push(described(item));
                     }
-                    Err(_) if Receipt::read(&item.prefix).is_ok_and(|r| r.hash == item.node.hash) => {
+                    Err(_)
+                        if Receipt::read(&item.prefix).is_ok_and(|r| r.hash == item.node.hash) =>
+                    {
                         // Another process installed it meanwhile.
                         let _ = make_writable_and_remove(&s.staging);
                         installed.push(described(item));

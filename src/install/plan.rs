@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::receipt::Receipt;
 use super::projection::Projection;
+use super::receipt::Receipt;
 use crate::buildcache::catalog::is_link_or_run;
 use crate::buildcache::{BuildcacheError, Catalog, ClosureNode, TrustContext, VerifiedEntry};
 use crate::spec::{DepTypes, Spec};
@@ -82,13 +82,12 @@ impl Plan {
         let mut to_verify = Vec::new();
         let mut items = Vec::new();
         for node in order {
-            let spec = catalog
-                .spec(&node.hash)
-                .cloned()
-                .ok_or_else(|| BuildcacheError::MissingDependency {
+            let spec = catalog.spec(&node.hash).cloned().ok_or_else(|| {
+                BuildcacheError::MissingDependency {
                     dependent: "(plan)".into(),
                     dependency: format!("/{}", node.hash),
-                })?;
+                }
+            })?;
             let is_explicit = explicit.contains(&node.hash);
             if node.external {
                 let path = spec.external.as_ref().and_then(|e| e.path.clone());
@@ -121,7 +120,9 @@ impl Plan {
         )
         .await;
         for (&i, v) in to_verify.iter().zip(verified) {
-            items[i].action = Action::Install { entry: Box::new(v?) };
+            items[i].action = Action::Install {
+                entry: Box::new(v?),
+            };
         }
         Ok(Plan { items })
     }
@@ -166,7 +167,11 @@ pub fn specs_to_relocate<'a>(catalog: &'a Catalog, spec: &'a Spec) -> Vec<&'a Sp
     let mut seen: HashSet<&str> = HashSet::from([spec.hash.as_str()]);
     let mut queue = std::collections::VecDeque::from([spec]);
     while let Some(s) = queue.pop_front() {
-        for edge in s.dependencies.iter().filter(|e| e.deptypes.contains(DepTypes::LINK)) {
+        for edge in s
+            .dependencies
+            .iter()
+            .filter(|e| e.deptypes.contains(DepTypes::LINK))
+        {
             if let Some(dep) = catalog.spec(&edge.hash) {
                 if seen.insert(dep.hash.as_str()) {
                     queue.push_back(dep);
@@ -175,7 +180,11 @@ pub fn specs_to_relocate<'a>(catalog: &'a Catalog, spec: &'a Spec) -> Vec<&'a Sp
             }
         }
     }
-    for edge in spec.dependencies.iter().filter(|e| e.deptypes.contains(DepTypes::RUN)) {
+    for edge in spec
+        .dependencies
+        .iter()
+        .filter(|e| e.deptypes.contains(DepTypes::RUN))
+    {
         if let Some(dep) = catalog.spec(&edge.hash) {
             if seen.insert(dep.hash.as_str()) {
                 out.push(dep);
@@ -202,12 +211,23 @@ pub fn check_against_lockfile(lock: &Lockfile, fresh: &Lockfile) -> Result<(), S
         lock.packages.iter().map(|p| (p.hash.as_str(), p)).collect();
     for p in &fresh.packages {
         match want.get(p.hash.as_str()) {
-            None => return Err(format!("{}@{}/{} is not in the lockfile", p.name, p.version, p.hash)),
+            None => {
+                return Err(format!(
+                    "{}@{}/{} is not in the lockfile",
+                    p.name, p.version, p.hash
+                ))
+            }
             Some(l) => {
                 if l.metadata_digest != p.metadata_digest || l.tarball_digest != p.tarball_digest {
                     return Err(format!(
                         "{}@{}/{} differs from the lockfile (metadata {} vs {}, tarball {} vs {})",
-                        p.name, p.version, p.hash, p.metadata_digest, l.metadata_digest, p.tarball_digest, l.tarball_digest
+                        p.name,
+                        p.version,
+                        p.hash,
+                        p.metadata_digest,
+                        l.metadata_digest,
+                        p.tarball_digest,
+                        l.tarball_digest
                     ));
                 }
             }

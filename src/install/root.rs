@@ -221,10 +221,11 @@ pub fn existing_projection(dir: &Path) -> Result<Option<Projection>, RootError> 
     let path = dir.join(STATE_DIR).join("root.json");
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let s: RootSettings = serde_json::from_slice(&bytes).map_err(|e| RootError::Settings {
-                path: dir.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+            let s: RootSettings =
+                serde_json::from_slice(&bytes).map_err(|e| RootError::Settings {
+                    path: dir.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
             Ok(Some(Projection::parse(&s.projection)?))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -137,7 +137,7 @@ pub enum UnpackError {
     BadName { member: String },
     #[error("archive member `{member}` is a {kind}, which a Spack package never contains; the tarball is hostile or corrupt — refusing it")]
     UnsupportedType { member: String, kind: String },
-    #[error("archive member `{member}` has setuid/setgid bits (mode {mode:o}); refusing it — allow setuid files explicitly if you trust this package")]
+    #[error("archive member `{member}` has setuid/setgid bits (mode {mode:o}); refusing it — pass --allow-setuid if you trust this package")]
     Setuid { member: String, mode: u32 },
     #[error("archive member `{member}` would be written through `{through}`, which the archive created as a symlink or file; the tarball is hostile or corrupt — refusing it")]
     ThroughLink { member: String, through: String },

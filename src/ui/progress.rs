@@ -93,7 +93,8 @@ impl ProgressSink for DownloadProgress {
                     std::io::stderr(),
                     "fetching {}{}",
                     short(blob),
-                    size.map(|s| format!(" ({})", HumanBytes(s))).unwrap_or_default()
+                    size.map(|s| format!(" ({})", HumanBytes(s)))
+                        .unwrap_or_default()
                 );
             }
             Mode::Quiet => {}
@@ -134,7 +135,12 @@ impl ProgressSink for DownloadProgress {
                     .and_then(|mut s| s.remove(blob))
                     .map(|(_, n)| n)
                     .unwrap_or(0);
-                let _ = writeln!(std::io::stderr(), "fetched {} ({})", short(blob), HumanBytes(got));
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "fetched {} ({})",
+                    short(blob),
+                    HumanBytes(got)
+                );
             }
             Mode::Quiet => {}
         }

@@ -32,7 +32,11 @@ impl Home {
     /// A home that trusts the fixture key.
     pub fn trusting() -> Home {
         let h = Home::new();
-        let out = h.run(&["keys", "add", fx("keys/sf-cache-fixture.pub.asc").to_str().unwrap()]);
+        let out = h.run(&[
+            "keys",
+            "add",
+            fx("keys/sf-cache-fixture.pub.asc").to_str().unwrap(),
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
         h
     }
@@ -109,7 +113,10 @@ pub fn fixture_fingerprint() -> String {
 /// The JSON payload of a (possibly clearsigned) v3 manifest file.
 pub fn manifest_json(manifest: &Path) -> Value {
     let text = std::fs::read_to_string(manifest).unwrap();
-    let start = text.find("{\n\"version\"").or_else(|| text.find('{')).unwrap();
+    let start = text
+        .find("{\n\"version\"")
+        .or_else(|| text.find('{'))
+        .unwrap();
     let end = text
         .find("-----BEGIN PGP SIGNATURE-----")
         .unwrap_or(text.len());
