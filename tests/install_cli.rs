@@ -754,7 +754,7 @@ fn with_greet_tarball(tarball: &[u8]) -> tempfile::TempDir {
 /// A gzip tarball shaped like a Spack package under `prefix` plus `hostile` members.
 fn hostile_tarball(prefix: &str, add: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    let mut dir = |b: &mut tar::Builder<Vec<u8>>, name: &str| {
+    let dir = |b: &mut tar::Builder<Vec<u8>>, name: &str| {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Directory);
         h.set_mode(0o755);
@@ -779,6 +779,9 @@ fn hostile_tarball(prefix: &str, add: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -
     std::io::Write::write_all(&mut gz, &tar).unwrap();
     gz.finish().unwrap()
 }
+
+/// Adds the hostile members of one case to an archive.
+type AddMembers = Box<dyn Fn(&mut tar::Builder<Vec<u8>>)>;
 
 #[test]
 fn hostile_archives_are_refused_and_nothing_escapes() {
@@ -812,7 +815,7 @@ fn hostile_archives_are_refused_and_nothing_escapes() {
         b.append(&h, data).unwrap();
     };
     let p = prefix.to_string();
-    let cases: Vec<(&str, Box<dyn Fn(&mut tar::Builder<Vec<u8>>)>)> = vec![
+    let cases: Vec<(&str, AddMembers)> = vec![
         (
             "dotdot",
             Box::new(move |b| {

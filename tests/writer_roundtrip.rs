@@ -221,12 +221,11 @@ impl Drop for GpgHome {
 
 fn mirror(dir: &Path) -> Mirror {
     let loc = dir.to_str().unwrap();
-    Mirror {
-        name: "written".into(),
-        url: loc.into(),
-        store: Store::open(loc, &StoreOptions::default()).unwrap(),
-        signed: true,
-    }
+    Mirror::new(
+        "written",
+        Store::open(loc, &StoreOptions::default()).unwrap(),
+        true,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

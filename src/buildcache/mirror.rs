@@ -125,6 +125,18 @@ fn is_sha256_hex(s: &str) -> bool {
 }
 
 impl Mirror {
+    /// A mirror over `store`, online, without a local metadata cache.
+    pub fn new(name: impl Into<String>, store: Store, signed: bool) -> Mirror {
+        Mirror {
+            name: name.into(),
+            url: store.display_url(),
+            store,
+            signed,
+            meta_cache: None,
+            offline: false,
+        }
+    }
+
     /// Fetch a small object; `Ok(None)` when it does not exist.
     pub async fn get_optional(&self, rel: &str) -> Result<Option<bytes::Bytes>, BuildcacheError> {
         let cached = self.meta_cache.as_ref().map(|d| d.join(rel));
