@@ -204,6 +204,57 @@ fn v3_and_v2_mirrors_together_and_mirror_order() {
     assert_eq!(layouts.len(), 5);
 }
 
+#[test]
+fn best_match_prefers_the_first_mirror_and_reports_ambiguity() {
+    let home = Home::trusting();
+    let (v3, v2) = (fx("spack-v3"), fx("spack-v2"));
+    let (v3, v2) = (v3.to_str().unwrap(), v2.to_str().unwrap());
+    // Same name, version and target in two mirrors: the first mirror wins.
+    let v = json(&home.run(&["show", "--json", "--mirror", v3, "--mirror", v2, "greet"]));
+    assert_eq!(v["spec"]["hash"], V3_GREET);
+    let v = json(&home.run(&["show", "--json", "--mirror", v2, "--mirror", v3, "greet"]));
+    assert_eq!(v["spec"]["hash"], V2_GREET);
+    // Two different greet builds in ONE mirror cannot be ordered: an error listing both hashes.
+    let both = copy_cache("spack-v3");
+    common::copy_tree(
+        &fx("spack-v2/build_cache"),
+        &both.path().join("build_cache"),
+    )
+    .unwrap();
+    let out = home.run(&["show", "--mirror", both.path().to_str().unwrap(), "greet"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&V3_GREET[..7]) && err.contains(&V2_GREET[..7]),
+        "{err}"
+    );
+    assert!(err.contains("/hash"), "{err}");
+    // A hash prefix disambiguates.
+    let v = json(&home.run(&[
+        "show",
+        "--json",
+        "--mirror",
+        both.path().to_str().unwrap(),
+        &format!("greet/{}", &V2_GREET[..8]),
+    ]));
+    assert_eq!(v["spec"]["hash"], V2_GREET);
+}
+
+#[test]
+fn targets_the_host_cannot_run_are_never_chosen() {
+    let home = Home::trusting();
+    let m = fx("spack-v3");
+    // A host that is not x86_64 cannot run the fixtures' generic x86_64 binaries.
+    let out = home
+        .cmd()
+        .env("SF_CACHE_HOST_TARGET", "aarch64")
+        .args(["show", "--mirror", m.to_str().unwrap(), "greet"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot run"), "{}", stderr(&out));
+}
+
 // ---------------------------------------------------------------------------------------------
 // queries
 

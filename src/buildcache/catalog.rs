@@ -151,8 +151,8 @@ impl Catalog {
     }
 
     /// The best binary for `query`: the highest version, then the most specific target this host
-    /// can run, then the first mirror. Several different specs tied at the top are an error that
-    /// lists them.
+    /// can run, then the first mirror. Several different specs tied at the top of that mirror are an
+    /// error that lists them with their hashes.
     pub fn best_match(
         &self,
         query: &Query,
@@ -196,9 +196,11 @@ impl Catalog {
                 .then(a.0.mirror.cmp(&b.0.mirror))
         });
         let (top, top_version, top_rank) = (runnable[0].0, &runnable[0].1, runnable[0].2);
+        // The first mirror breaks ties between mirrors; different specs tied within that mirror
+        // cannot be ordered.
         let mut tied: Vec<&CatalogEntry> = runnable
             .iter()
-            .filter(|(_, v, r)| v == top_version && *r == top_rank)
+            .filter(|(e, v, r)| v == top_version && *r == top_rank && e.mirror == top.mirror)
             .map(|(e, _, _)| *e)
             .collect();
         tied.dedup_by(|a, b| a.spec.hash == b.spec.hash);
