@@ -124,6 +124,11 @@ pub fn write_bundle(dir: &Path, out: &Path) -> Result<BundleInfo, MirrorError> {
     let file = writer.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     let bundle_bytes = file.metadata().map_err(io)?.len();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(io)?;
+    }
     drop(file);
     tmp_path.persist(out).map_err(|e| io(e.error))?;
     Ok(BundleInfo {

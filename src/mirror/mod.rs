@@ -504,7 +504,7 @@ pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummar
 
     // 3. Keys.
     let want_v3 = !v3_dags.is_empty() || (items.is_empty() && opts.to_v3);
-    summary.keys += copy_keys(&src, &dest, opts.to_v3).await?;
+    let mut fingerprints = copy_keys(&src, &dest, opts.to_v3).await?;
     if want_v3 {
         if let Some(signer) = &opts.signer {
             if opts.to_v3 {
@@ -512,10 +512,11 @@ pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummar
                     .with_signer(signer.clone())
                     .publish_keys()
                     .await?;
-                summary.keys += 1;
+                fingerprints.insert(signer.fingerprint.to_ascii_uppercase());
             }
         }
     }
+    summary.keys = fingerprints.len() as u64;
 
     // 4. layout.json and the indexes, last.
     if want_v3 {
@@ -661,8 +662,12 @@ fn key_index_fingerprints(bytes: &[u8]) -> Vec<String> {
 /// Copy the keys the source publishes (v3 key manifests and blobs, key index last; v2 `_pgp/`).
 /// With `to_v3`, v2 keys are published as v3 key manifests. Keys are public data: they are
 /// copied as published (blob digests checked) and trusted only by pin or by the user.
-async fn copy_keys(src: &Mirror, dest: &Store, to_v3: bool) -> Result<u64, MirrorError> {
-    let mut count = 0u64;
+async fn copy_keys(
+    src: &Mirror,
+    dest: &Store,
+    to_v3: bool,
+) -> Result<HashSet<String>, MirrorError> {
+    let mut count: HashSet<String> = HashSet::new();
     let mut dummy = MirrorSummary::default();
     // v3
     let index_manifest = src.get_optional(layout::V3_KEY_INDEX_MANIFEST).await?;
@@ -697,7 +702,7 @@ async fn copy_keys(src: &Mirror, dest: &Store, to_v3: bool) -> Result<u64, Mirro
             }
         }
         put_if_changed(dest, &path, text).await?;
-        count += 1;
+        count.insert(fpr.to_ascii_uppercase());
     }
     if let (Some((rec, blob)), Some(text)) = (index_blob, index_manifest) {
         if !dest.exists(&rec.path()).await? {
@@ -736,7 +741,7 @@ async fn copy_keys(src: &Mirror, dest: &Store, to_v3: bool) -> Result<u64, Mirro
             } else {
                 put_if_changed(dest, &path, key).await?;
             }
-            count += 1;
+            count.insert(fpr.to_ascii_uppercase());
         }
         if converted {
             CacheWriter::new(dest.clone()).write_key_index().await?;
