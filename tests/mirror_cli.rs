@@ -39,7 +39,14 @@ fn files(dir: &Path) -> BTreeSet<String> {
 /// Install greet from `mirror` into a fresh root and run it.
 fn install_and_run(home: &Home, mirror: &str, extra: &[&str]) {
     let root = tempfile::tempdir().unwrap();
-    let mut args = vec!["install", "greet", "--mirror", mirror, "--root", s(root.path())];
+    let mut args = vec![
+        "install",
+        "greet",
+        "--mirror",
+        mirror,
+        "--root",
+        s(root.path()),
+    ];
     args.extend_from_slice(extra);
     let out = home.run(&args);
     assert!(out.status.success(), "install failed: {}", stderr(&out));
@@ -258,11 +265,7 @@ fn filtered_mirror_is_exactly_the_closure() {
         ])
     );
     let idx = v3_index(dest.path());
-    let inbc: BTreeSet<String> = idx
-        .iter()
-        .filter(|r| r.2)
-        .map(|r| r.1.clone())
-        .collect();
+    let inbc: BTreeSet<String> = idx.iter().filter(|r| r.2).map(|r| r.1.clone()).collect();
     assert_eq!(
         inbc,
         BTreeSet::from([V3_GREET.to_string(), V3_LIBGREET.to_string()])
@@ -276,14 +279,22 @@ fn filtered_mirror_is_exactly_the_closure() {
         )),
         "application/vnd.spack.install.v",
     );
-    assert!(!dest.path().join(format!("blobs/sha256/{}/{cw}", &cw[..2])).exists());
+    assert!(!dest
+        .path()
+        .join(format!("blobs/sha256/{}/{cw}", &cw[..2]))
+        .exists());
     install_and_run(&home, s(dest.path()), &[]);
 
     // --with-build-deps brings compiler-wrapper too.
     let dest2 = tempfile::tempdir().unwrap();
     let v = mirror_json(
         &home,
-        &[s(&fx("spack-v3")), s(dest2.path()), "greet", "--with-build-deps"],
+        &[
+            s(&fx("spack-v3")),
+            s(dest2.path()),
+            "greet",
+            "--with-build-deps",
+        ],
     );
     assert_eq!(v["specs"], 3, "{v}");
 
@@ -317,7 +328,11 @@ fn tampered_tarball_is_refused_and_not_written() {
     let src2 = copy_cache("spack-v3");
     let m = greet_manifest(src2.path());
     let text = std::fs::read_to_string(&m).unwrap();
-    std::fs::write(&m, text.replacen("\"contentLength\":", "\"contentLength\": ", 1)).unwrap();
+    std::fs::write(
+        &m,
+        text.replacen("\"contentLength\":", "\"contentLength\": ", 1),
+    )
+    .unwrap();
     let dest2 = tempfile::tempdir().unwrap();
     let out = home.run(&["mirror", s(src2.path()), s(dest2.path())]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
@@ -335,10 +350,15 @@ fn bundle_round_trip(fixture: &str) {
     let mut ar = tar::Archive::new(zstd::Decoder::new(f).unwrap());
     let mut entries = ar.entries().unwrap();
     let first = entries.next().unwrap().unwrap();
-    assert_eq!(first.path().unwrap().to_str().unwrap(), "sf-cache-bundle.json");
+    assert_eq!(
+        first.path().unwrap().to_str().unwrap(),
+        "sf-cache-bundle.json"
+    );
     let m: Value = serde_json::from_reader(first).unwrap();
     let listed = m["members"].as_array().unwrap();
-    assert!(listed.iter().all(|x| x["sha256"].as_str().unwrap().len() == 64));
+    assert!(listed
+        .iter()
+        .all(|x| x["sha256"].as_str().unwrap().len() == 64));
     assert_eq!(listed.len(), entries.count());
 
     let dest = work.path().join("imported");
@@ -410,13 +430,7 @@ fn v2_to_v3_signed_with_the_fixture_key_is_installable() {
         .join(format!("v3/manifests/key/{fpr}.key.manifest.json"))
         .is_file());
     install_and_run(&home, s(dest.path()), &[]);
-    let show = json(&home.run(&[
-        "--json",
-        "show",
-        "greet",
-        "--mirror",
-        s(dest.path()),
-    ]));
+    let show = json(&home.run(&["--json", "show", "greet", "--mirror", s(dest.path())]));
     assert!(show.to_string().contains(&fpr), "{show}");
 
     // Without --key: unsigned, said so, and readable only with --allow-unsigned.

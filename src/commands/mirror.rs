@@ -125,7 +125,9 @@ pub async fn run(ctx: &Context, a: &MirrorCmdArgs) -> CmdResult {
     let signer = read_signer(ctx, a)?;
     let to_v3 = a.to_layout.as_deref() == Some("v3");
     if signer.is_some() && !to_v3 {
-        tracing::warn!("--key is only used with --to-layout v3; manifests are copied as signed at the source");
+        tracing::warn!(
+            "--key is only used with --to-layout v3; manifests are copied as signed at the source"
+        );
     }
     let opts = MirrorOptions {
         queries,

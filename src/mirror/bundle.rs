@@ -89,7 +89,9 @@ pub fn write_bundle(dir: &Path, out: &Path) -> Result<BundleInfo, MirrorError> {
         members,
     };
     let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(|e| {
-        MirrorError::Usage(format!("internal error: bundle manifest not serialisable: {e}"))
+        MirrorError::Usage(format!(
+            "internal error: bundle manifest not serialisable: {e}"
+        ))
     })?;
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -214,7 +216,9 @@ pub fn extract_bundle(bundle: &Path, dest_dir: &Path) -> Result<BundleManifest, 
             return Err(bad(format!("member `{path}` is not a regular file")));
         }
         let Some(slot) = expected.get_mut(path.as_str()) else {
-            return Err(bad(format!("member `{path}` is not listed in {BUNDLE_MANIFEST}")));
+            return Err(bad(format!(
+                "member `{path}` is not listed in {BUNDLE_MANIFEST}"
+            )));
         };
         if slot.2 {
             return Err(bad(format!("member `{path}` appears twice")));

@@ -32,7 +32,9 @@ use crate::buildcache::writer::{
     gzip_bytes, read_manifest_unverified, spec_blob_json, CacheWriter, IndexBuilder, Signer,
     WriterError,
 };
-use crate::buildcache::{BuildcacheError, Catalog, IndexCache, Mirror, TrustContext, VerifiedEntry};
+use crate::buildcache::{
+    BuildcacheError, Catalog, IndexCache, Mirror, TrustContext, VerifiedEntry,
+};
 use crate::fetch::{BlobRequest, FetchError, Fetcher};
 use crate::spec::{HostTargets, Query, SpecFile};
 use crate::store::{Store, StoreError};
@@ -199,11 +201,13 @@ fn parse_specfile(json: &[u8], what: &str) -> Result<SpecFile, BuildcacheError> 
 /// A catalog of `src` built by listing its spec manifests and spec files (`--list-objects`)
 /// instead of reading its index. Metadata is read unverified here; it is verified later.
 pub async fn catalog_from_listing(src: &Mirror) -> Result<Catalog, MirrorError> {
-    let unsupported = |e: StoreError| match e {
+    let unsupported = |e: StoreError| {
+        match e {
         StoreError::Unsupported { what } => MirrorError::Usage(format!(
             "--list-objects: {what}; use a path, file:// or s3:// source, or drop --list-objects to read the index"
         )),
         other => MirrorError::Store(other),
+    }
     };
     let mut entries = Vec::new();
     let push = |sf: SpecFile, layout: Layout, entries: &mut Vec<CatalogEntry>| {
@@ -228,12 +232,12 @@ pub async fn catalog_from_listing(src: &Mirror) -> Result<Catalog, MirrorError> 
         let text = src.get(&path).await?;
         let what = format!("{}/{}", src.url, path);
         let m = read_manifest_unverified(&text, &what)?;
-        let rec = m
-            .record(media::SPEC, media::SPEC_PREFIX)
-            .ok_or_else(|| BuildcacheError::Malformed {
+        let rec = m.record(media::SPEC, media::SPEC_PREFIX).ok_or_else(|| {
+            BuildcacheError::Malformed {
                 what: what.clone(),
                 reason: "manifest names no spec blob".into(),
-            })?;
+            }
+        })?;
         let blob = src.get_verified_blob(rec).await?;
         let json = gunzip_if_needed(&blob, &what)?;
         push(parse_specfile(&json, &what)?, Layout::V3, &mut entries);
@@ -443,29 +447,30 @@ pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummar
 
     // 1. Blobs: downloaded into the blob cache (sha256 checked), then written atomically.
     let (src_ref, dest_ref) = (&src, &dest);
-    let copied: Vec<(usize, u64)> = stream::iter(blobs.iter().enumerate().filter(|(_, b)| !b.present))
-        .map(|(i, b)| async move {
-            let was_cached = fetcher.cache().contains(&b.digest);
-            let req = BlobRequest::new(
-                b.digest.clone(),
-                b.size,
-                vec![(src_ref.store.clone(), b.src_rel.clone())],
-            );
-            let path = fetcher.fetch_one(&req).await?;
-            let len = std::fs::metadata(&path)
-                .map_err(|e| MirrorError::io(&path, e))?
-                .len();
-            dest_ref.put_file(&b.dest_rel, &path).await?;
-            debug!("copied {} ({len} bytes)", b.dest_rel);
-            if !was_cached {
-                // Keep the user's blob cache from growing by a whole mirror.
-                let _ = fetcher.cache().remove(&b.digest);
-            }
-            Ok::<_, MirrorError>((i, len))
-        })
-        .buffer_unordered(jobs)
-        .try_collect()
-        .await?;
+    let copied: Vec<(usize, u64)> =
+        stream::iter(blobs.iter().enumerate().filter(|(_, b)| !b.present))
+            .map(|(i, b)| async move {
+                let was_cached = fetcher.cache().contains(&b.digest);
+                let req = BlobRequest::new(
+                    b.digest.clone(),
+                    b.size,
+                    vec![(src_ref.store.clone(), b.src_rel.clone())],
+                );
+                let path = fetcher.fetch_one(&req).await?;
+                let len = std::fs::metadata(&path)
+                    .map_err(|e| MirrorError::io(&path, e))?
+                    .len();
+                dest_ref.put_file(&b.dest_rel, &path).await?;
+                debug!("copied {} ({len} bytes)", b.dest_rel);
+                if !was_cached {
+                    // Keep the user's blob cache from growing by a whole mirror.
+                    let _ = fetcher.cache().remove(&b.digest);
+                }
+                Ok::<_, MirrorError>((i, len))
+            })
+            .buffer_unordered(jobs)
+            .try_collect()
+            .await?;
     for (i, len) in copied {
         blobs[i].size = Some(len);
         summary.blobs_copied += 1;
@@ -759,7 +764,10 @@ async fn existing_v3_index(dest: &Store) -> IndexBuilder {
         Ok(Some(ib)) => ib,
         Ok(None) => IndexBuilder::new(),
         Err(e) => {
-            warn!("the existing index of {} is not usable ({e}); writing a new one", dest.display_url());
+            warn!(
+                "the existing index of {} is not usable ({e}); writing a new one",
+                dest.display_url()
+            );
             IndexBuilder::new()
         }
     }
