@@ -76,6 +76,10 @@ pub enum Command {
     /// Manage trusted OpenPGP keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Copy a buildcache (or the closures of queries) to another store, or into a one-file bundle.
+    Mirror(MirrorCmdArgs),
+    /// Verify a bundle made by `mirror --bundle` and write it out as a buildcache.
+    Import(ImportArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -202,4 +206,48 @@ pub enum KeysCommand {
         #[arg(long)]
         yes: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorCmdArgs {
+    /// Buildcache to copy: path, file://, http(s)://, or a mirror name from the config.
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// Where to write the copy (path or file://). Omitted with --bundle.
+    #[arg(value_name = "DEST")]
+    pub dest: Option<String>,
+    /// Spec queries: copy only the run/link closures of their best matches (default: everything).
+    #[arg(value_name = "QUERY", num_args = 0..)]
+    pub query: Vec<String>,
+    /// Also copy the build dependencies that have binaries.
+    #[arg(long)]
+    pub with_build_deps: bool,
+    /// Convert v2 specs to this layout (only `v3`); converted manifests are signed with --key.
+    #[arg(long, value_name = "LAYOUT", value_parser = ["v3"])]
+    pub to_layout: Option<String>,
+    /// Armored secret key that signs converted manifests (passphrase: $SF_CACHE_KEY_PASSPHRASE).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Find the manifests by listing the source store instead of reading its index.
+    #[arg(long)]
+    pub list_objects: bool,
+    /// Write one bundle file (zstd-compressed tar) instead of a directory.
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
+    /// Concurrent transfers (default: 8).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Bundle written by `sf-cache mirror SRC --bundle FILE`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Where to write the buildcache (path or file://).
+    #[arg(value_name = "DEST")]
+    pub dest: String,
+    /// Concurrent transfers (default: 8).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
 }

@@ -5,6 +5,7 @@ pub mod commands;
 pub mod config;
 pub mod fetch;
 pub mod install;
+pub mod mirror;
 pub mod relocate;
 pub mod spec;
 pub mod store;

@@ -59,6 +59,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Verify(a) => commands::lifecycle::verify(&ctx, a),
             Command::Uninstall(a) => commands::lifecycle::uninstall(&ctx, a),
             Command::Cache(c) => commands::lifecycle::cache(&ctx, c),
+            Command::Mirror(a) => commands::mirror::run(&ctx, a).await,
+            Command::Import(a) => commands::mirror::import(&ctx, a).await,
             Command::Completions { .. } | Command::Man => Ok(()),
         }
     })

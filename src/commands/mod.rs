@@ -5,6 +5,7 @@ pub mod install;
 pub mod keys;
 pub mod lifecycle;
 pub mod list;
+pub mod mirror;
 pub mod show;
 
 use std::fmt;
@@ -156,6 +157,15 @@ impl Context {
 
     /// Open one mirror named by a URL, a path, or a config mirror name.
     pub fn open_mirror(&self, spec: &str) -> Result<Mirror, Failure> {
+        // A bundle file (`mirror --bundle`): extracted once, verified, into the cache.
+        let bundle_dir;
+        let spec = if crate::mirror::bundle::is_bundle(std::path::Path::new(spec)) {
+            let dir = self.paths.cache_dir.join("bundles");
+            bundle_dir = crate::mirror::bundle::extract_cached(std::path::Path::new(spec), &dir)?;
+            bundle_dir.to_str().unwrap_or(spec)
+        } else {
+            spec
+        };
         let (name, url, signed, token_env) = match self.config.mirror_named(spec) {
             Some(m) => (m.name.clone(), m.url.clone(), m.signed, m.token_env.clone()),
             None => (spec.to_string(), spec.to_string(), true, None),

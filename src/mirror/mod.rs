@@ -1,0 +1,898 @@
+//! Copying buildcaches between stores by digest (`sf-cache mirror`), and one-file bundles for
+//! air-gapped sites (`mirror --bundle`, `import`).
+//!
+//! A mirror run has two halves:
+//! 1. [`plan`]: read the source's index (or list its manifests), choose the specs (everything, or
+//!    the closures of queries), fetch and verify every spec's signed metadata, and ask the
+//!    destination which blobs it already has (HEAD, no download).
+//! 2. [`execute`]: copy the missing blobs (downloaded into the blob cache by the
+//!    [`Fetcher`](crate::fetch::Fetcher), which checks their sha256, then written atomically to
+//!    the destination), then spec manifests / spec files, then keys, then `layout.json` and the
+//!    index LAST, so the destination is a readable cache at every moment.
+//!
+//! Nothing that failed verification is ever written to the destination.
+
+pub mod bundle;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
+
+use crate::buildcache::catalog::{is_link_or_run, CatalogEntry};
+use crate::buildcache::layout::{self, media, Layout};
+use crate::buildcache::manifest::{BlobRecord, Manifest};
+use crate::buildcache::writer::{
+    gzip_bytes, read_manifest_unverified, spec_blob_json, CacheWriter, IndexBuilder, Signer,
+    WriterError,
+};
+use crate::buildcache::{
+    BuildcacheError, Catalog, IndexCache, Mirror, TrustContext, VerifiedEntry,
+};
+use crate::fetch::{BlobRequest, FetchError, Fetcher};
+use crate::spec::{HostTargets, Query, SpecFile};
+use crate::store::{Store, StoreError};
+
+/// Errors of mirroring and bundles. [`MirrorError::exit_code`] gives the process exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error(transparent)]
+    Buildcache(#[from] BuildcacheError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Writer(#[from] WriterError),
+    /// A bundle member (or the bundle itself) does not match its manifest.
+    #[error("bundle {bundle}: {reason}; the file is corrupt or was tampered with, do not use it")]
+    Bundle { bundle: String, reason: String },
+    #[error("{}: {source} (check the path, its permissions and free space)", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl MirrorError {
+    /// 3 for anything that failed verification, 4 for no match, 2 for usage, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            MirrorError::Buildcache(e) => e.exit_code(),
+            MirrorError::Writer(WriterError::Buildcache(e)) => e.exit_code(),
+            MirrorError::Fetch(FetchError::DigestMismatch { .. })
+            | MirrorError::Fetch(FetchError::SizeMismatch { .. })
+            | MirrorError::Bundle { .. } => 3,
+            MirrorError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
+    fn io(path: &Path, source: std::io::Error) -> MirrorError {
+        MirrorError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// What to mirror and how.
+#[derive(Debug, Clone, Default)]
+pub struct MirrorOptions {
+    /// Empty: the whole cache. Otherwise the closures of the best matches.
+    pub queries: Vec<Query>,
+    /// Also the build dependencies (recursively) that have binaries.
+    pub with_build_deps: bool,
+    /// Convert v2 specs to layout v3.
+    pub to_v3: bool,
+    /// Signs converted manifests (and is published as a key of the destination).
+    pub signer: Option<Signer>,
+    /// Enumerate manifests with `Store::list` instead of trusting the index.
+    pub list_objects: bool,
+    /// Concurrent metadata fetches and blob copies.
+    pub jobs: usize,
+}
+
+/// The summary printed by `mirror` and `import` (`--json`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct MirrorSummary {
+    pub blobs_copied: u64,
+    pub blobs_skipped: u64,
+    pub bytes_copied: u64,
+    /// Spec manifests (v3) or signed spec files (v2) in the destination for the mirrored specs.
+    pub manifests: u64,
+    /// Public keys copied (or published, for `--key`).
+    pub keys: u64,
+    pub seconds: f64,
+    /// Specs mirrored.
+    pub specs: u64,
+    /// Converted manifests left unsigned (`--to-layout v3` without `--key`).
+    pub unsigned_converted: u64,
+}
+
+/// A blob to bring to the destination.
+#[derive(Debug, Clone)]
+struct BlobCopy {
+    src_rel: String,
+    dest_rel: String,
+    digest: String,
+    size: Option<u64>,
+    /// Already at the destination (HEAD said so).
+    present: bool,
+}
+
+/// One spec to write at the destination.
+#[derive(Debug, Clone)]
+struct SpecItem {
+    entry: VerifiedEntry,
+    /// Layout at the destination.
+    out: Layout,
+    /// The signed metadata as fetched (its digest equals the verified one).
+    metadata: Bytes,
+}
+
+/// Everything [`execute`] needs; built by [`plan`].
+pub struct MirrorPlan {
+    src: Mirror,
+    dest: Store,
+    items: Vec<SpecItem>,
+    blobs: Vec<BlobCopy>,
+    opts: MirrorOptions,
+    started: Instant,
+}
+
+impl MirrorPlan {
+    /// Bytes of the blobs still to copy whose size is known (for a progress bar).
+    pub fn bytes_to_copy(&self) -> u64 {
+        self.blobs
+            .iter()
+            .filter(|b| !b.present)
+            .filter_map(|b| b.size)
+            .sum()
+    }
+
+    /// Number of specs that will be mirrored.
+    pub fn specs(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Blobs still to copy.
+    pub fn blobs_to_copy(&self) -> usize {
+        self.blobs.iter().filter(|b| !b.present).count()
+    }
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn gunzip_if_needed(bytes: &[u8], what: &str) -> Result<Vec<u8>, BuildcacheError> {
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes.to_vec());
+    }
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(flate2::read::MultiGzDecoder::new(bytes), 64 << 20),
+        &mut out,
+    )
+    .map_err(|e| BuildcacheError::Malformed {
+        what: what.to_string(),
+        reason: format!("gzip data is corrupt: {e}"),
+    })?;
+    Ok(out)
+}
+
+fn parse_specfile(json: &[u8], what: &str) -> Result<SpecFile, BuildcacheError> {
+    SpecFile::parse(json).map_err(|e| BuildcacheError::Malformed {
+        what: what.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// A catalog of `src` built by listing its spec manifests and spec files (`--list-objects`)
+/// instead of reading its index. Metadata is read unverified here; it is verified later.
+pub async fn catalog_from_listing(src: &Mirror) -> Result<Catalog, MirrorError> {
+    let unsupported = |e: StoreError| {
+        match e {
+        StoreError::Unsupported { what } => MirrorError::Usage(format!(
+            "--list-objects: {what}; use a path, file:// or s3:// source, or drop --list-objects to read the index"
+        )),
+        other => MirrorError::Store(other),
+    }
+    };
+    let mut entries = Vec::new();
+    let push = |sf: SpecFile, layout: Layout, entries: &mut Vec<CatalogEntry>| {
+        for (i, spec) in sf.nodes.into_iter().enumerate() {
+            entries.push(CatalogEntry {
+                spec,
+                in_buildcache: i == 0,
+                mirror: 0,
+                layout,
+            });
+        }
+    };
+    let v3: Vec<String> = src
+        .store
+        .list(layout::V3_SPEC_DIR)
+        .await
+        .map_err(unsupported)?
+        .into_iter()
+        .filter(|p| p.ends_with(".spec.manifest.json"))
+        .collect();
+    for path in v3 {
+        let text = src.get(&path).await?;
+        let what = format!("{}/{}", src.url, path);
+        let m = read_manifest_unverified(&text, &what)?;
+        let rec = m.record(media::SPEC, media::SPEC_PREFIX).ok_or_else(|| {
+            BuildcacheError::Malformed {
+                what: what.clone(),
+                reason: "manifest names no spec blob".into(),
+            }
+        })?;
+        let blob = src.get_verified_blob(rec).await?;
+        let json = gunzip_if_needed(&blob, &what)?;
+        push(parse_specfile(&json, &what)?, Layout::V3, &mut entries);
+    }
+    let v2: Vec<String> = src
+        .store
+        .list("build_cache")
+        .await
+        .map_err(unsupported)?
+        .into_iter()
+        .filter(|p| {
+            let top = p.strip_prefix("build_cache/").unwrap_or("");
+            !top.contains('/') && (top.ends_with(".spec.json.sig") || top.ends_with(".spec.json"))
+        })
+        .collect();
+    for path in v2 {
+        let text = src.get(&path).await?;
+        let what = format!("{}/{}", src.url, path);
+        let payload = if text.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----") {
+            crate::trust::extract_cleartext(&text).map_err(|e| BuildcacheError::Malformed {
+                what: what.clone(),
+                reason: e.to_string(),
+            })?
+        } else {
+            text.to_vec()
+        };
+        push(parse_specfile(&payload, &what)?, Layout::V2, &mut entries);
+    }
+    if entries.is_empty() {
+        return Err(BuildcacheError::NotABuildcache {
+            mirror: src.url.clone(),
+        }
+        .into());
+    }
+    Ok(Catalog::from_entries(vec![src.clone()], entries))
+}
+
+/// The hashes to mirror, in a stable order.
+fn select(catalog: &Catalog, opts: &MirrorOptions) -> Result<Vec<String>, MirrorError> {
+    let mut out: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    if opts.queries.is_empty() {
+        for e in catalog.entries() {
+            if e.in_buildcache && !e.is_external() && seen.insert(e.spec.hash.clone()) {
+                out.push(e.spec.hash.clone());
+            }
+        }
+        return Ok(out);
+    }
+    let host = HostTargets::detect();
+    let mut stack: Vec<String> = Vec::new();
+    for q in &opts.queries {
+        let best = catalog.best_match(q, &host)?;
+        for node in catalog.closure(&best.spec.hash)? {
+            if !node.external && seen.insert(node.hash.clone()) {
+                out.push(node.hash.clone());
+                stack.push(node.hash);
+            }
+        }
+    }
+    if opts.with_build_deps {
+        // Every dependency (any type) that has a binary, recursively, with its link/run closure.
+        while let Some(h) = stack.pop() {
+            let Some(spec) = catalog.spec(&h) else {
+                continue;
+            };
+            for edge in &spec.dependencies {
+                if seen.contains(&edge.hash) || catalog.sources(&edge.hash).is_empty() {
+                    continue;
+                }
+                if !is_link_or_run(edge) {
+                    debug!("adding build dependency {} /{}", edge.name, edge.hash);
+                }
+                for node in catalog.closure(&edge.hash)? {
+                    if !node.external && seen.insert(node.hash.clone()) {
+                        out.push(node.hash.clone());
+                        stack.push(node.hash);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Read the source, choose and verify the specs, and check what the destination already has.
+pub async fn plan(
+    src: &Mirror,
+    dest: &Store,
+    trust: &TrustContext,
+    index_cache: &IndexCache,
+    opts: MirrorOptions,
+) -> Result<MirrorPlan, MirrorError> {
+    let started = Instant::now();
+    let jobs = opts.jobs.max(1);
+    let catalog = if opts.list_objects {
+        catalog_from_listing(src).await?
+    } else {
+        Catalog::load(vec![src.clone()], index_cache).await?
+    };
+    let hashes = select(&catalog, &opts)?;
+    info!("{} specs to mirror from {}", hashes.len(), src.url);
+    let catalog_ref = &catalog;
+    let items: Vec<SpecItem> = stream::iter(hashes)
+        .map(|h| async move {
+            let entry = VerifiedEntry::fetch_any(catalog_ref, &h, trust).await?;
+            // Re-read the metadata to copy its exact bytes; it must be what was verified.
+            let metadata = src.get(&entry.metadata_path).await?;
+            if sha256_hex(&metadata) != entry.metadata_digest {
+                return Err(MirrorError::Buildcache(BuildcacheError::Verification {
+                    what: format!("{}/{}", src.url, entry.metadata_path),
+                    reason: "changed while it was being mirrored; run the mirror again".into(),
+                }));
+            }
+            let out = if opts.to_v3 { Layout::V3 } else { entry.layout };
+            Ok::<_, MirrorError>(SpecItem {
+                entry,
+                out,
+                metadata,
+            })
+        })
+        .buffered(jobs)
+        .try_collect()
+        .await?;
+
+    let mut blobs: Vec<BlobCopy> = Vec::new();
+    let mut planned: HashSet<String> = HashSet::new();
+    for item in &items {
+        let e = &item.entry;
+        let tar_dest = match item.out {
+            Layout::V3 => layout::blob_path(&e.tarball.algorithm, &e.tarball.digest),
+            Layout::V2 => e.tarball.path.clone(),
+        };
+        let mut add = |b: BlobCopy| {
+            if planned.insert(b.dest_rel.clone()) {
+                blobs.push(b);
+            }
+        };
+        add(BlobCopy {
+            src_rel: e.tarball.path.clone(),
+            dest_rel: tar_dest,
+            digest: e.tarball.digest.clone(),
+            size: e.tarball.size,
+            present: false,
+        });
+        if let Some(s) = &e.spec_blob {
+            add(BlobCopy {
+                src_rel: s.path.clone(),
+                dest_rel: s.path.clone(),
+                digest: s.digest.clone(),
+                size: s.size,
+                present: false,
+            });
+        }
+    }
+    let dest_ref = dest;
+    let presence: Vec<Option<u64>> = stream::iter(blobs.iter().cloned())
+        .map(|b| async move {
+            match dest_ref.head(&b.dest_rel).await? {
+                Some(meta) if b.size.is_none() || meta.len.is_none() || meta.len == b.size => {
+                    Ok::<_, MirrorError>(Some(meta.len.or(b.size).unwrap_or(0)))
+                }
+                Some(_) => {
+                    warn!(
+                        "{} has the wrong size; copying it again",
+                        dest_ref.object_url(&b.dest_rel)
+                    );
+                    Ok(None)
+                }
+                None => Ok(None),
+            }
+        })
+        .buffered(jobs * 4)
+        .try_collect()
+        .await?;
+    for (b, p) in blobs.iter_mut().zip(presence) {
+        if let Some(len) = p {
+            b.present = true;
+            b.size = b.size.or(Some(len));
+        }
+    }
+    Ok(MirrorPlan {
+        src: src.clone(),
+        dest: dest.clone(),
+        items,
+        blobs,
+        opts,
+        started,
+    })
+}
+
+/// Copy what [`plan`] found missing; write manifests, keys, `layout.json` and the index (last).
+pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummary, MirrorError> {
+    let MirrorPlan {
+        src,
+        dest,
+        items,
+        mut blobs,
+        opts,
+        started,
+    } = plan;
+    let jobs = opts.jobs.max(1);
+    let mut summary = MirrorSummary {
+        specs: items.len() as u64,
+        ..Default::default()
+    };
+
+    // 1. Blobs: downloaded into the blob cache (sha256 checked), then written atomically.
+    let (src_ref, dest_ref) = (&src, &dest);
+    let copied: Vec<(usize, u64)> =
+        stream::iter(blobs.iter().enumerate().filter(|(_, b)| !b.present))
+            .map(|(i, b)| async move {
+                let was_cached = fetcher.cache().contains(&b.digest);
+                let req = BlobRequest::new(
+                    b.digest.clone(),
+                    b.size,
+                    vec![(src_ref.store.clone(), b.src_rel.clone())],
+                );
+                let path = fetcher.fetch_one(&req).await?;
+                let len = std::fs::metadata(&path)
+                    .map_err(|e| MirrorError::io(&path, e))?
+                    .len();
+                dest_ref.put_file(&b.dest_rel, &path).await?;
+                debug!("copied {} ({len} bytes)", b.dest_rel);
+                if !was_cached {
+                    // Keep the user's blob cache from growing by a whole mirror.
+                    let _ = fetcher.cache().remove(&b.digest);
+                }
+                Ok::<_, MirrorError>((i, len))
+            })
+            .buffer_unordered(jobs)
+            .try_collect()
+            .await?;
+    for (i, len) in copied {
+        blobs[i].size = Some(len);
+        summary.blobs_copied += 1;
+        summary.bytes_copied += len;
+    }
+    summary.blobs_skipped = blobs.iter().filter(|b| b.present).count() as u64;
+    let sizes: HashMap<&str, u64> = blobs
+        .iter()
+        .filter_map(|b| Some((b.dest_rel.as_str(), b.size?)))
+        .collect();
+
+    // 2. Spec manifests / spec files (after every blob they name).
+    let mut v3_dags: Vec<&[Value]> = Vec::new();
+    let mut v2_dags: Vec<&[Value]> = Vec::new();
+    for item in &items {
+        let e = &item.entry;
+        match (e.layout, item.out) {
+            (Layout::V3, _) | (Layout::V2, Layout::V2) => {
+                put_if_changed(&dest, &e.metadata_path, item.metadata.clone()).await?;
+            }
+            (Layout::V2, Layout::V3) => {
+                let signed =
+                    convert_v2_entry(&dest, item, &sizes, opts.signer.as_ref(), &mut summary)
+                        .await?;
+                if !signed {
+                    summary.unsigned_converted += 1;
+                }
+            }
+        }
+        summary.manifests += 1;
+        match item.out {
+            Layout::V3 => v3_dags.push(&e.specfile.raw_nodes),
+            Layout::V2 => v2_dags.push(&e.specfile.raw_nodes),
+        }
+    }
+
+    // 3. Keys.
+    let want_v3 = !v3_dags.is_empty() || (items.is_empty() && opts.to_v3);
+    let mut fingerprints = copy_keys(&src, &dest, opts.to_v3).await?;
+    if want_v3 {
+        if let Some(signer) = &opts.signer {
+            if opts.to_v3 {
+                CacheWriter::new(dest.clone())
+                    .with_signer(signer.clone())
+                    .publish_keys()
+                    .await?;
+                fingerprints.insert(signer.fingerprint.to_ascii_uppercase());
+            }
+        }
+    }
+    summary.keys = fingerprints.len() as u64;
+
+    // 4. layout.json and the indexes, last.
+    if want_v3 {
+        match src.get_optional(layout::V3_LAYOUT_JSON).await? {
+            Some(b) if !opts.to_v3 => {
+                put_if_changed(&dest, layout::V3_LAYOUT_JSON, b).await?;
+            }
+            _ => CacheWriter::new(dest.clone()).ensure_layout_json().await?,
+        }
+        write_v3_index(&dest, &v3_dags).await?;
+    }
+    if !v2_dags.is_empty() {
+        write_v2_index(&dest, &v2_dags).await?;
+    }
+    summary.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    info!(
+        "mirrored {} specs from {} to {}",
+        summary.specs,
+        src.url,
+        dest.display_url()
+    );
+    Ok(summary)
+}
+
+/// Write a small object unless the destination already holds exactly these bytes.
+async fn put_if_changed(dest: &Store, rel: &str, bytes: Bytes) -> Result<bool, MirrorError> {
+    match dest.get_bytes(rel).await {
+        Ok(existing) if existing == bytes => return Ok(false),
+        Ok(_) | Err(StoreError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    dest.put_bytes(rel, bytes).await?;
+    Ok(true)
+}
+
+fn blob_record(media_type: &str, compression: &str, len: u64, checksum: String) -> BlobRecord {
+    BlobRecord {
+        content_length: len,
+        media_type: media_type.to_string(),
+        compression: compression.to_string(),
+        checksum_algorithm: "sha256".into(),
+        checksum,
+    }
+}
+
+/// Write a small blob under its digest unless present; returns its record.
+async fn put_blob(
+    dest: &Store,
+    bytes: Vec<u8>,
+    media_type: &str,
+    compression: &str,
+    summary: &mut MirrorSummary,
+) -> Result<BlobRecord, MirrorError> {
+    let rec = blob_record(
+        media_type,
+        compression,
+        bytes.len() as u64,
+        sha256_hex(&bytes),
+    );
+    if dest.exists(&rec.path()).await? {
+        summary.blobs_skipped += 1;
+    } else {
+        summary.blobs_copied += 1;
+        summary.bytes_copied += rec.content_length;
+        dest.put_bytes(&rec.path(), Bytes::from(bytes)).await?;
+    }
+    Ok(rec)
+}
+
+/// v2 → v3: spec blob from the verified spec file, the `.spack` tarball (already copied as a
+/// blob) and a manifest, signed when a signer is given. Returns whether it is signed.
+async fn convert_v2_entry(
+    dest: &Store,
+    item: &SpecItem,
+    sizes: &HashMap<&str, u64>,
+    signer: Option<&Signer>,
+    summary: &mut MirrorSummary,
+) -> Result<bool, MirrorError> {
+    let e = &item.entry;
+    let payload = if item
+        .metadata
+        .starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----")
+    {
+        crate::trust::extract_cleartext(&item.metadata).map_err(|err| {
+            BuildcacheError::Malformed {
+                what: e.metadata_path.clone(),
+                reason: err.to_string(),
+            }
+        })?
+    } else {
+        item.metadata.to_vec()
+    };
+    let (spec_json, sf) = spec_blob_json(&payload, Path::new(&e.metadata_path))?;
+    let tar_rel = layout::blob_path(&e.tarball.algorithm, &e.tarball.digest);
+    let tar_len = match sizes.get(tar_rel.as_str()) {
+        Some(l) => *l,
+        None => dest
+            .head(&tar_rel)
+            .await?
+            .and_then(|m| m.len)
+            .ok_or_else(|| StoreError::NotFound {
+                url: dest.object_url(&tar_rel),
+            })?,
+    };
+    let spec_rec = put_blob(dest, gzip_bytes(&spec_json), media::SPEC, "gzip", summary).await?;
+    let tar_rec = blob_record(media::TARBALL, "gzip", tar_len, e.tarball.digest.clone());
+    let manifest = Manifest {
+        version: 3,
+        data: vec![tar_rec, spec_rec],
+    };
+    let root = sf.root();
+    let path = layout::v3_spec_manifest(&root.name, &root.version, &root.hash);
+    // Unchanged content (re-run): keep the existing manifest and its signature.
+    if let Ok(existing) = dest.get_bytes(&path).await {
+        if let Ok(m) = read_manifest_unverified(&existing, &path) {
+            let was_signed = existing.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----");
+            if m == manifest && was_signed == signer.is_some() {
+                return Ok(was_signed);
+            }
+        }
+    }
+    let text = manifest.to_spack_json();
+    let (body, signed) = match signer {
+        Some(s) => (s.sign(text.as_bytes())?, true),
+        None => (text.into_bytes(), false),
+    };
+    dest.put_bytes(&path, Bytes::from(body)).await?;
+    Ok(signed)
+}
+
+fn is_fingerprint(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn key_index_fingerprints(bytes: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("keys").and_then(Value::as_object).cloned())
+        .map(|m| m.keys().filter(|k| is_fingerprint(k)).cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Copy the keys the source publishes (v3 key manifests and blobs, key index last; v2 `_pgp/`).
+/// With `to_v3`, v2 keys are published as v3 key manifests. Keys are public data: they are
+/// copied as published (blob digests checked) and trusted only by pin or by the user.
+async fn copy_keys(
+    src: &Mirror,
+    dest: &Store,
+    to_v3: bool,
+) -> Result<HashSet<String>, MirrorError> {
+    let mut count: HashSet<String> = HashSet::new();
+    let mut dummy = MirrorSummary::default();
+    // v3
+    let index_manifest = src.get_optional(layout::V3_KEY_INDEX_MANIFEST).await?;
+    let mut fprs: Vec<String> = Vec::new();
+    let mut index_blob: Option<(BlobRecord, Bytes)> = None;
+    if let Some(text) = &index_manifest {
+        let m = read_manifest_unverified(text, layout::V3_KEY_INDEX_MANIFEST)?;
+        if let Some(rec) = m.data.first() {
+            let blob = src.get_verified_blob(rec).await?;
+            fprs = key_index_fingerprints(&blob);
+            index_blob = Some((rec.clone(), blob));
+        }
+    } else if let Ok(names) = src.store.list(layout::V3_KEY_DIR).await {
+        fprs = names
+            .iter()
+            .filter_map(|n| n.strip_prefix(layout::V3_KEY_DIR))
+            .filter_map(|n| n.strip_suffix(".key.manifest.json"))
+            .filter(|f| is_fingerprint(f))
+            .map(str::to_string)
+            .collect();
+    }
+    for fpr in &fprs {
+        let path = layout::v3_key_manifest(fpr);
+        let Some(text) = src.get_optional(&path).await? else {
+            continue;
+        };
+        let m = read_manifest_unverified(&text, &path)?;
+        for rec in &m.data {
+            if !dest.exists(&rec.path()).await? {
+                let blob = src.get_verified_blob(rec).await?;
+                dest.put_bytes(&rec.path(), blob).await?;
+            }
+        }
+        put_if_changed(dest, &path, text).await?;
+        count.insert(fpr.to_ascii_uppercase());
+    }
+    if let (Some((rec, blob)), Some(text)) = (index_blob, index_manifest) {
+        if !dest.exists(&rec.path()).await? {
+            dest.put_bytes(&rec.path(), blob).await?;
+        }
+        put_if_changed(dest, layout::V3_KEY_INDEX_MANIFEST, text).await?;
+    }
+    // v2
+    if let Some(index) = src.get_optional(layout::V2_KEY_INDEX).await? {
+        let mut converted = false;
+        for fpr in key_index_fingerprints(&index) {
+            let path = layout::v2_key_file(&fpr);
+            let Some(key) = src.get_optional(&path).await? else {
+                continue;
+            };
+            if crate::trust::parse_keys(&key).is_err() {
+                warn!("{}/{path} is not a usable public key; skipped", src.url);
+                continue;
+            }
+            if to_v3 {
+                if fprs.contains(&fpr) {
+                    continue;
+                }
+                let rec = put_blob(dest, key.to_vec(), media::KEY, "none", &mut dummy).await?;
+                let m = Manifest {
+                    version: 3,
+                    data: vec![rec],
+                };
+                put_if_changed(
+                    dest,
+                    &layout::v3_key_manifest(&fpr),
+                    Bytes::from(m.to_spack_json().into_bytes()),
+                )
+                .await?;
+                converted = true;
+            } else {
+                put_if_changed(dest, &path, key).await?;
+            }
+            count.insert(fpr.to_ascii_uppercase());
+        }
+        if converted {
+            CacheWriter::new(dest.clone()).write_key_index().await?;
+        } else if !to_v3 {
+            put_if_changed(dest, layout::V2_KEY_INDEX, index).await?;
+        }
+    }
+    Ok(count)
+}
+
+/// The existing v3 index of the destination, to extend (a mirror into a cache that already holds
+/// other specs keeps listing them).
+async fn existing_v3_index(dest: &Store) -> IndexBuilder {
+    match CacheWriter::new(dest.clone()).read_index().await {
+        Ok(Some(ib)) => ib,
+        Ok(None) => IndexBuilder::new(),
+        Err(e) => {
+            warn!(
+                "the existing index of {} is not usable ({e}); writing a new one",
+                dest.display_url()
+            );
+            IndexBuilder::new()
+        }
+    }
+}
+
+async fn write_v3_index(dest: &Store, dags: &[&[Value]]) -> Result<(), MirrorError> {
+    let mut ib = existing_v3_index(dest).await;
+    for nodes in dags {
+        ib.add_dag(nodes, true);
+    }
+    let json = ib.to_json();
+    let mut dummy = MirrorSummary::default();
+    let rec = put_blob(dest, json, media::INDEX, "none", &mut dummy).await?;
+    let m = Manifest {
+        version: 3,
+        data: vec![rec],
+    };
+    dest.put_bytes(
+        layout::V3_INDEX_MANIFEST,
+        Bytes::from(m.to_spack_json().into_bytes()),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Spack 0.18–0.23 index: database version 7, `index.json` then `index.json.hash`.
+async fn write_v2_index(dest: &Store, dags: &[&[Value]]) -> Result<(), MirrorError> {
+    let mut ib = match dest.get_bytes(layout::V2_INDEX).await {
+        Ok(bytes) => relabel(&bytes, "8")
+            .and_then(|b| IndexBuilder::from_existing(&b, layout::V2_INDEX).ok())
+            .unwrap_or_else(|| {
+                warn!(
+                    "the existing v2 index of {} is not usable; writing a new one",
+                    dest.display_url()
+                );
+                IndexBuilder::new()
+            }),
+        Err(StoreError::NotFound { .. }) => IndexBuilder::new(),
+        Err(e) => return Err(e.into()),
+    };
+    for nodes in dags {
+        ib.add_dag(nodes, true);
+    }
+    let json = relabel(&ib.to_json(), "7").ok_or_else(|| {
+        MirrorError::Usage("internal error: the v2 index could not be serialised".into())
+    })?;
+    let hash = sha256_hex(&json);
+    dest.put_bytes(layout::V2_INDEX, Bytes::from(json)).await?;
+    dest.put_bytes(layout::V2_INDEX_HASH, Bytes::from(hash.into_bytes()))
+        .await?;
+    Ok(())
+}
+
+/// Rewrite `database.version` (the index builder speaks version 8; v2 caches use 7 with
+/// format-4 nodes, which is what their spec files hold).
+fn relabel(json: &[u8], version: &str) -> Option<Vec<u8>> {
+    let mut v: Value = serde_json::from_slice(json).ok()?;
+    let db = v.get_mut("database")?.as_object_mut()?;
+    db.insert("version".into(), Value::String(version.into()));
+    serde_json::to_vec(&v).ok()
+}
+
+/// Relative paths of every regular file under `dir`, sorted (for bundles).
+pub(crate) fn walk_files(dir: &Path) -> Result<Vec<String>, MirrorError> {
+    fn rec(root: &Path, dir: &Path, out: &mut BTreeMap<String, ()>) -> Result<(), MirrorError> {
+        for entry in std::fs::read_dir(dir).map_err(|e| MirrorError::io(dir, e))? {
+            let entry = entry.map_err(|e| MirrorError::io(dir, e))?;
+            let path = entry.path();
+            let ft = entry.file_type().map_err(|e| MirrorError::io(&path, e))?;
+            if ft.is_dir() {
+                rec(root, &path, out)?;
+            } else if ft.is_file() {
+                let rel = path
+                    .strip_prefix(root)
+                    .ok()
+                    .and_then(|p| p.to_str())
+                    .map(|s| s.replace('\\', "/"));
+                match rel {
+                    Some(r) if !r.split('/').any(|s| s.starts_with(".sf-tmp-")) => {
+                        out.insert(r, ());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut out = BTreeMap::new();
+    rec(dir, dir, &mut out)?;
+    Ok(out.into_keys().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relabel_sets_version() {
+        let j = br#"{"database":{"version":"8","installs":{}}}"#;
+        let v: Value = serde_json::from_slice(&relabel(j, "7").unwrap()).unwrap();
+        assert_eq!(v["database"]["version"], "7");
+        assert!(relabel(b"[]", "7").is_none());
+    }
+
+    #[test]
+    fn key_index_parsing() {
+        let fpr = "FC6FD2608617A6C587AFCD9EB59C2D49E254EB52";
+        let j = format!(r#"{{"keys":{{"{fpr}":{{}},"../evil":{{}}}}}}"#);
+        assert_eq!(key_index_fingerprints(j.as_bytes()), vec![fpr.to_string()]);
+        assert!(key_index_fingerprints(b"{").is_empty());
+    }
+
+    #[test]
+    fn exit_codes() {
+        let e = MirrorError::Fetch(FetchError::DigestMismatch {
+            url: "u".into(),
+            expected: "a".into(),
+            actual: "b".into(),
+        });
+        assert_eq!(e.exit_code(), 3);
+        let e = MirrorError::Bundle {
+            bundle: "b".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(e.exit_code(), 3);
+        assert_eq!(MirrorError::Usage("x".into()).exit_code(), 2);
+    }
+}
