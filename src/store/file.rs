@@ -8,11 +8,34 @@ use bytes::Bytes;
 use futures_util::stream;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{check_prefix, check_rel, ObjectMeta, ObjectStream, StoreError};
+use sha2::{Digest, Sha256};
+
+use super::{check_prefix, check_rel, ObjectMeta, ObjectStream, Precondition, StoreError};
 
 const CHUNK: usize = 256 * 1024;
 /// Temporary files written by `put_*` start with this; `list` skips them.
 pub(crate) const TMP_PREFIX: &str = ".sf-tmp-";
+/// Lock files of conditional writes (`.sf-lock.<object name>`, beside the object) start with
+/// this; `list` skips them. They are never deleted (deleting a lock file races with its users).
+pub(crate) const LOCK_PREFIX: &str = ".sf-lock.";
+
+fn join_err(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Io {
+        path: PathBuf::new(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// `"abc"` / `W/"abc"` / `abc` → `abc`.
+fn bare_etag(etag: &str) -> &str {
+    let e = etag.trim();
+    let e = e.strip_prefix("W/").unwrap_or(e);
+    e.trim_matches('"')
+}
 
 /// A store rooted at a local directory.
 #[derive(Clone, Debug)]
@@ -58,6 +81,16 @@ impl FileStore {
     /// Local path of an object.
     pub fn path_of(&self, rel: &str) -> Result<PathBuf, StoreError> {
         Ok(self.root.join(check_rel(rel)?))
+    }
+
+    /// Lock file guarding conditional writes of `rel` (see [`LOCK_PREFIX`]).
+    pub fn lock_path_of(&self, rel: &str) -> Result<PathBuf, StoreError> {
+        let dest = self.path_of(rel)?;
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(dest.with_file_name(format!("{LOCK_PREFIX}{name}")))
     }
 
     fn map_open_err(&self, path: &Path, e: std::io::Error) -> StoreError {
@@ -149,10 +182,72 @@ impl FileStore {
             atomic_write(&dest, |f| f.write_all(&bytes)).map_err(|(p, e)| io_err(&p, e))
         })
         .await
-        .map_err(|e| StoreError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::other(e.to_string()),
-        })?
+        .map_err(join_err)?
+    }
+
+    pub(crate) async fn get_with_etag(
+        &self,
+        rel: &str,
+    ) -> Result<Option<(Bytes, String)>, StoreError> {
+        let path = self.path_of(rel)?;
+        tokio::task::spawn_blocking(move || match std::fs::read(&path) {
+            Ok(v) => {
+                let etag = sha256_hex(&v);
+                Ok(Some((Bytes::from(v), etag)))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path, e)),
+        })
+        .await
+        .map_err(join_err)?
+    }
+
+    pub(crate) async fn put_bytes_if(
+        &self,
+        rel: &str,
+        bytes: Bytes,
+        pre: Precondition,
+    ) -> Result<String, StoreError> {
+        let dest = self.path_of(rel)?;
+        let lock = self.lock_path_of(rel)?;
+        tokio::task::spawn_blocking(move || put_if_blocking(&dest, &lock, &bytes, &pre))
+            .await
+            .map_err(join_err)?
+    }
+
+    pub(crate) async fn delete(&self, rel: &str) -> Result<(), StoreError> {
+        let dest = self.path_of(rel)?;
+        let lock = self.lock_path_of(rel)?;
+        tokio::task::spawn_blocking(move || {
+            // Serialise with conditional writers of this object (their lock file exists once
+            // one has run); plain objects are simply unlinked.
+            let guard = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&lock)
+            {
+                Ok(f) => {
+                    f.lock().map_err(|e| io_err(&lock, e))?;
+                    Some(f)
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(io_err(&lock, e)),
+            };
+            let res = match std::fs::remove_file(&dest) {
+                Ok(()) => {
+                    if let Some(d) = dest.parent().and_then(|d| std::fs::File::open(d).ok()) {
+                        let _ = d.sync_all();
+                    }
+                    Ok(())
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_err(&dest, e)),
+            };
+            drop(guard);
+            res
+        })
+        .await
+        .map_err(join_err)?
     }
 
     pub(crate) async fn put_file(&self, rel: &str, src: &Path) -> Result<(), StoreError> {
@@ -164,10 +259,7 @@ impl FileStore {
                 .map_err(|(p, e)| io_err(&p, e))
         })
         .await
-        .map_err(|e| StoreError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::other(e.to_string()),
-        })?
+        .map_err(join_err)?
     }
 }
 
@@ -197,7 +289,7 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<String>, StoreError> {
                 tracing::warn!(dir = %dir.display(), "skipping a non-UTF-8 file name");
                 continue;
             };
-            if name.starts_with(TMP_PREFIX) {
+            if name.starts_with(TMP_PREFIX) || name.starts_with(LOCK_PREFIX) {
                 continue;
             }
             let child_rel = if rel.is_empty() {
@@ -218,11 +310,71 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<String>, StoreError> {
     Ok(out)
 }
 
+/// Conditional write: temp file written and fsynced first, then under an exclusive `flock` of
+/// `lock`: check `pre` against the current content, rename, fsync the directory.
+fn put_if_blocking(
+    dest: &Path,
+    lock: &Path,
+    bytes: &[u8],
+    pre: &Precondition,
+) -> Result<String, StoreError> {
+    let tmp = write_temp(dest, |f| f.write_all(bytes)).map_err(|(p, e)| io_err(&p, e))?;
+    let lock_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock)
+        .map_err(|e| io_err(lock, e))?;
+    lock_file.lock().map_err(|e| io_err(lock, e))?;
+    let failed = || StoreError::PreconditionFailed {
+        url: dest.display().to_string(),
+    };
+    match pre {
+        Precondition::Always => {}
+        Precondition::IfAbsent => match std::fs::symlink_metadata(dest) {
+            Ok(_) => return Err(failed()),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(dest, e)),
+        },
+        Precondition::IfMatch(expected) => match std::fs::read(dest) {
+            Ok(cur) => {
+                if sha256_hex(&cur) != bare_etag(expected) {
+                    tracing::debug!(object = %dest.display(), "If-Match etag is stale");
+                    return Err(failed());
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(failed()),
+            Err(e) => return Err(io_err(dest, e)),
+        },
+    }
+    tmp.persist(dest).map_err(|e| io_err(dest, e.error))?;
+    if let Some(d) = dest.parent().and_then(|d| std::fs::File::open(d).ok()) {
+        let _ = d.sync_all();
+    }
+    drop(lock_file);
+    Ok(sha256_hex(bytes))
+}
+
 /// Write `dest` atomically: temp file in the same directory, fsync, rename, fsync the directory.
 pub(crate) fn atomic_write(
     dest: &Path,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> Result<(), (PathBuf, std::io::Error)> {
+    let tmp = write_temp(dest, fill)?;
+    tmp.persist(dest)
+        .map_err(|e| (dest.to_path_buf(), e.error))?;
+    if let Some(d) = dest.parent().and_then(|d| std::fs::File::open(d).ok()) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// A fsynced temp file beside `dest` (parent directories created), filled by `fill`.
+fn write_temp(
+    dest: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<tempfile::NamedTempFile, (PathBuf, std::io::Error)> {
     let dir = dest
         .parent()
         .ok_or_else(|| {
@@ -249,12 +401,7 @@ pub(crate) fn atomic_write(
     fill(&mut file).map_err(|e| (tmp_path.clone(), e))?;
     file.sync_all().map_err(|e| (tmp_path.clone(), e))?;
     drop(file);
-    tmp.persist(dest)
-        .map_err(|e| (dest.to_path_buf(), e.error))?;
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    Ok(tmp)
 }
 
 #[cfg(test)]
@@ -297,5 +444,144 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[tokio::test]
+    async fn conditional_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStore::new(dir.path().to_path_buf());
+        assert!(s.get_with_etag("v3/index.json").await.unwrap().is_none());
+        // IfMatch on a missing object fails.
+        let e = s
+            .put_bytes_if(
+                "v3/index.json",
+                Bytes::from_static(b"x"),
+                Precondition::IfMatch("00".into()),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.is_precondition_failed(), "{e}");
+        assert!(e.to_string().contains("index.json"), "{e}");
+        assert!(e.to_string().contains("another writer"), "{e}");
+        let e1 = s
+            .put_bytes_if(
+                "v3/index.json",
+                Bytes::from_static(b"one"),
+                Precondition::IfAbsent,
+            )
+            .await
+            .unwrap();
+        assert_eq!(e1, sha256_hex(b"one"));
+        let e = s
+            .put_bytes_if(
+                "v3/index.json",
+                Bytes::from_static(b"two"),
+                Precondition::IfAbsent,
+            )
+            .await
+            .unwrap_err();
+        assert!(e.is_precondition_failed());
+        let (body, etag) = s.get_with_etag("v3/index.json").await.unwrap().unwrap();
+        assert_eq!((&body[..], etag.as_str()), (&b"one"[..], e1.as_str()));
+        // Quoted etags (as S3 gives them) are accepted too.
+        let e2 = s
+            .put_bytes_if(
+                "v3/index.json",
+                Bytes::from_static(b"two"),
+                Precondition::IfMatch(format!("\"{e1}\"")),
+            )
+            .await
+            .unwrap();
+        let e = s
+            .put_bytes_if(
+                "v3/index.json",
+                Bytes::from_static(b"3"),
+                Precondition::IfMatch(e1),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.is_precondition_failed());
+        s.put_bytes_if(
+            "v3/index.json",
+            Bytes::from_static(b"4"),
+            Precondition::Always,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.get_bytes("v3/index.json").await.unwrap(), "4");
+        assert_ne!(e2, sha256_hex(b"4"));
+        // Lock and temp files never show up in listings.
+        assert_eq!(s.list("").await.unwrap(), vec!["v3/index.json"]);
+        assert!(s.lock_path_of("v3/index.json").unwrap().exists());
+        s.delete("v3/index.json").await.unwrap();
+        s.delete("v3/index.json").await.unwrap();
+        s.delete("never/existed").await.unwrap();
+        assert!(s.get_with_etag("v3/index.json").await.unwrap().is_none());
+        assert!(s.delete("../x").await.is_err());
+    }
+
+    /// Many writers read the same version and race with IfMatch: exactly one wins per round.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_if_match_exactly_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStore::new(dir.path().to_path_buf());
+        s.put_bytes_if("idx", Bytes::from_static(b"base"), Precondition::IfAbsent)
+            .await
+            .unwrap();
+        for round in 0..10 {
+            let (_, etag) = s.get_with_etag("idx").await.unwrap().unwrap();
+            let mut tasks = Vec::new();
+            for w in 0..8 {
+                let s = s.clone();
+                let etag = etag.clone();
+                tasks.push(tokio::spawn(async move {
+                    let body = Bytes::from(format!("round {round} writer {w}"));
+                    s.put_bytes_if("idx", body, Precondition::IfMatch(etag))
+                        .await
+                }));
+            }
+            let mut wins = Vec::new();
+            for (w, t) in tasks.into_iter().enumerate() {
+                match t.await.unwrap() {
+                    Ok(_) => wins.push(w),
+                    Err(e) => assert!(e.is_precondition_failed(), "{e}"),
+                }
+            }
+            assert_eq!(wins.len(), 1, "round {round}: winners {wins:?}");
+            let body = s.get_bytes("idx").await.unwrap();
+            assert_eq!(body, format!("round {round} writer {}", wins[0]));
+        }
+        // Read-modify-write loops from concurrent tasks lose no update.
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let (body, etag) = s
+                        .get_with_etag("counter")
+                        .await
+                        .unwrap()
+                        .unwrap_or_default();
+                    let n: u32 = std::str::from_utf8(&body).unwrap().parse().unwrap_or(0);
+                    let pre = if etag.is_empty() {
+                        Precondition::IfAbsent
+                    } else {
+                        Precondition::IfMatch(etag)
+                    };
+                    match s
+                        .put_bytes_if("counter", Bytes::from((n + 1).to_string()), pre)
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(e) if e.is_precondition_failed() => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(s.get_bytes("counter").await.unwrap(), "6");
     }
 }

@@ -298,6 +298,29 @@ impl HttpStore {
         .await
     }
 
+    pub(crate) async fn get_with_etag(
+        &self,
+        rel: &str,
+    ) -> Result<Option<(Bytes, String)>, StoreError> {
+        let url = self.url_of(rel)?;
+        self.with_retries(&url, || async {
+            let resp = match self.send(Method::GET, &url, 0).await {
+                Ok(r) => r,
+                Err(StoreError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let etag = resp
+                .headers()
+                .get(ETAG)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let body = resp.bytes().await.map_err(|e| map_reqwest(&url, e))?;
+            Ok(Some((body, etag)))
+        })
+        .await
+    }
+
     /// Whether requests carry an `Authorization` header (for diagnostics; never the value).
     pub fn has_credentials(&self) -> bool {
         self.inner.auth.is_some()
