@@ -27,12 +27,13 @@ pub enum PublishError {
     NoRoot { path: PathBuf, reason: String },
     #[error("cannot read the Spack database `{}`: {reason}", path.display())]
     SpackDb { path: PathBuf, reason: String },
-    #[error("{what} needs {missing}, which {are} neither in the destination nor being published; publish {them} too (add their prefixes, or --with-deps)")]
+    #[error("{what} needs {missing}, which {are} neither in the destination nor being published; publish {them} too (add {their} to the command line, or --with-deps)")]
     MissingDeps {
         what: String,
         missing: String,
         are: &'static str,
         them: &'static str,
+        their: &'static str,
     },
     #[error("{what} needs {missing}, which {are} neither in the destination nor installed in {root}; install or publish {them} first")]
     DepsNotInstalled {
@@ -118,11 +119,11 @@ fn describe(s: &crate::spec::Spec) -> String {
     format!("{}@{} /{}", s.name, s.version, s.short_hash())
 }
 
-fn plural(n: usize) -> (&'static str, &'static str) {
+fn plural(n: usize) -> (&'static str, &'static str, &'static str) {
     if n == 1 {
-        ("is", "it")
+        ("is", "it", "its prefix")
     } else {
-        ("are", "them")
+        ("are", "them", "their prefixes")
     }
 }
 
@@ -181,16 +182,17 @@ pub async fn collect(
         }
         let what = describe(sources[i].spec());
         if !missing.is_empty() {
-            let (are, them) = plural(missing.len());
+            let (are, them, their) = plural(missing.len());
             return Err(PublishError::MissingDeps {
                 what,
                 missing: missing.join(", "),
                 are,
                 them,
+                their,
             });
         }
         if !not_installed.is_empty() {
-            let (are, them) = plural(not_installed.len());
+            let (are, them, _) = plural(not_installed.len());
             return Err(PublishError::DepsNotInstalled {
                 what,
                 missing: not_installed.join(", "),
