@@ -155,3 +155,44 @@ async fn missing_deps_are_named_and_with_deps_adds_them() {
     .unwrap();
     assert_eq!((r3.published, r3.entries.len()), (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_index_then_update_index_and_concurrent_index_merges() {
+    let t = tempfile::tempdir().unwrap();
+    let (pa, pb) = spack_store(t.path());
+    let dest = t.path().join("cache");
+    let store = Store::open(dest.to_str().unwrap(), &StoreOptions::default()).unwrap();
+    let writer = CacheWriter::new(store);
+    let opts = PublishOptions {
+        no_index: true,
+        ..Default::default()
+    };
+    let r = publish(&writer, &[pa.clone(), pb.clone()], &opts)
+        .await
+        .unwrap();
+    assert!(r.index.is_none());
+    assert!(!dest.join(layout::V3_INDEX_MANIFEST).exists());
+    let s = writer.update_index().await.unwrap();
+    assert_eq!(s.in_buildcache, 2);
+
+    // Many in-process writers adding different DAGs at once: none is lost.
+    std::fs::remove_file(dest.join(layout::V3_INDEX_MANIFEST)).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let w = writer.clone();
+        tasks.push(tokio::spawn(async move {
+            let hash: String = std::iter::repeat_n((b'a' + i) as char, 31)
+                .chain(std::iter::once('z'))
+                .collect();
+            let n = node(&format!("n{i}"), &hash, &[]);
+            w.modify_index(|ib| ib.add_dag(std::slice::from_ref(&n), true))
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let ib = writer.read_index().await.unwrap().unwrap();
+    assert_eq!(ib.records().iter().filter(|r| r.3).count(), 8);
+}
