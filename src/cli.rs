@@ -80,6 +80,10 @@ pub enum Command {
     Mirror(MirrorCmdArgs),
     /// Verify a bundle made by `mirror --bundle` and write it out as a buildcache.
     Import(ImportArgs),
+    /// Publish installed prefixes as a (signed) layout-v3 buildcache that Spack and sf-cache install.
+    Publish(PublishArgs),
+    /// Rebuild a buildcache's index from the spec manifests it holds (keeps existing records).
+    UpdateIndex(UpdateIndexArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -248,6 +252,49 @@ pub struct ImportArgs {
     #[arg(value_name = "DEST")]
     pub dest: String,
     /// Concurrent transfers (default: 8).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("signing").required(true).args(["key", "unsigned"])))]
+pub struct PublishArgs {
+    /// Installed prefixes (each holds `.spack/spec.json`), installed by sf-cache or by Spack.
+    #[arg(value_name = "PREFIX", required = true, num_args = 1..)]
+    pub prefixes: Vec<PathBuf>,
+    /// Buildcache to write: path or file:// (s3:// once the S3 store is available).
+    #[arg(long, value_name = "DEST")]
+    pub to: String,
+    /// Armored OpenPGP secret key that signs the manifests (passphrase: $SF_CACHE_KEY_PASSPHRASE
+    /// or --passphrase-file; never on the command line).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// File holding the passphrase of --key (first line).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Publish unsigned manifests (readers need --allow-unsigned or `signed = false`).
+    #[arg(long)]
+    pub unsigned: bool,
+    /// Rewrite entries that already exist in DEST.
+    #[arg(long)]
+    pub force: bool,
+    /// Do not update the index (run `sf-cache update-index DEST` later).
+    #[arg(long)]
+    pub no_index: bool,
+    /// Also publish link/run dependencies that DEST lacks, from the same install root.
+    #[arg(long)]
+    pub with_deps: bool,
+    /// Prefixes packed at once (default: the number of cores).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateIndexArgs {
+    /// Buildcache whose index is rebuilt from the spec manifests present: path or file://.
+    #[arg(value_name = "DEST")]
+    pub dest: String,
+    /// Concurrent reads (default: 8).
     #[arg(short, long, value_name = "N")]
     pub jobs: Option<usize>,
 }

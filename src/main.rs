@@ -61,6 +61,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Cache(c) => commands::lifecycle::cache(&ctx, c),
             Command::Mirror(a) => commands::mirror::run(&ctx, a).await,
             Command::Import(a) => commands::mirror::import(&ctx, a).await,
+            Command::Publish(a) => commands::publish::run(&ctx, a).await,
+            Command::UpdateIndex(a) => commands::publish::update_index(&ctx, a).await,
             Command::Completions { .. } | Command::Man => Ok(()),
         }
     })

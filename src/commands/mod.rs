@@ -6,6 +6,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod list;
 pub mod mirror;
+pub mod publish;
 pub mod show;
 
 use std::fmt;

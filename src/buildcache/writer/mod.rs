@@ -23,7 +23,7 @@ use super::manifest::{BlobRecord, Manifest};
 use super::BuildcacheError;
 use crate::install::buildinfo::BuildInfo;
 use crate::spec::SpecFile;
-use crate::store::{Store, StoreError};
+use crate::store::{Precondition, Store, StoreError};
 use crate::trust::{self, TrustError};
 
 pub use index_writer::IndexBuilder;
@@ -149,6 +149,18 @@ pub struct WrittenEntry {
     /// The spec file's nodes (key order preserved), for the index.
     pub raw_nodes: Vec<Value>,
 }
+
+/// An entry whose blobs are uploaded but whose manifest is not yet ([`CacheWriter::stage_entry`]).
+#[derive(Debug, Clone)]
+pub struct StagedEntry {
+    /// What the entry will be once committed (`uploaded: false` when it already existed).
+    pub entry: WrittenEntry,
+    /// The (signed) manifest to upload; `None` when the entry already existed.
+    manifest_body: Option<Vec<u8>>,
+}
+
+/// Attempts of a conditional index update before giving up (each after re-reading the index).
+pub const INDEX_UPDATE_ATTEMPTS: u32 = 30;
 
 /// Summary of an index upload.
 #[derive(Debug, Clone)]
@@ -282,6 +294,19 @@ impl CacheWriter {
         prefix: &Path,
         opts: &EntryOptions,
     ) -> Result<WrittenEntry, WriterError> {
+        let staged = self.stage_entry(prefix, opts).await?;
+        self.commit_entry(staged).await
+    }
+
+    /// First half of [`write_entry`](Self::write_entry): pack the prefix and upload its blobs
+    /// (tarball, spec blob) and sign the manifest, but do not upload the manifest yet. Publishing
+    /// several entries stages them all before committing any, so that every manifest a reader
+    /// can see names blobs that exist.
+    pub async fn stage_entry(
+        &self,
+        prefix: &Path,
+        opts: &EntryOptions,
+    ) -> Result<StagedEntry, WriterError> {
         let spec_path = prefix.join(".spack/spec.json");
         let spec_json = tokio::fs::read(&spec_path)
             .await
@@ -298,17 +323,20 @@ impl CacheWriter {
             if let Some(existing) = self.existing_entry(&manifest_path).await? {
                 debug!("{manifest_path} exists; skipping (use force to overwrite)");
                 let (tarball, spec) = existing;
-                return Ok(WrittenEntry {
-                    name,
-                    version,
-                    hash,
-                    manifest_path,
-                    tarball,
-                    spec,
-                    signed: false,
-                    uploaded: false,
-                    buildinfo: None,
-                    raw_nodes: sf.raw_nodes,
+                return Ok(StagedEntry {
+                    manifest_body: None,
+                    entry: WrittenEntry {
+                        name,
+                        version,
+                        hash,
+                        manifest_path,
+                        tarball,
+                        spec,
+                        signed: false,
+                        uploaded: false,
+                        buildinfo: None,
+                        raw_nodes: sf.raw_nodes,
+                    },
                 });
             }
         }
@@ -369,26 +397,44 @@ impl CacheWriter {
             Some(s) => (s.sign(text.as_bytes())?, true),
             None => (text.into_bytes(), false),
         };
-        self.store
-            .put_bytes(&manifest_path, Bytes::from(body))
-            .await?;
-        self.ensure_layout_json().await?;
-        info!(
-            "pushed {name}@{version} /{hash} to {}",
-            self.store.display_url()
-        );
-        Ok(WrittenEntry {
-            name,
-            version,
-            hash,
-            manifest_path,
-            tarball,
-            spec,
-            signed,
-            uploaded: true,
-            buildinfo: Some(packed.buildinfo),
-            raw_nodes: sf.raw_nodes,
+        Ok(StagedEntry {
+            manifest_body: Some(body),
+            entry: WrittenEntry {
+                name,
+                version,
+                hash,
+                manifest_path,
+                tarball,
+                spec,
+                signed,
+                uploaded: true,
+                buildinfo: Some(packed.buildinfo),
+                raw_nodes: sf.raw_nodes,
+            },
         })
+    }
+
+    /// Second half of [`write_entry`](Self::write_entry): upload the staged entry's manifest
+    /// (nothing for an entry that already existed), then `v3/layout.json` if missing.
+    pub async fn commit_entry(&self, staged: StagedEntry) -> Result<WrittenEntry, WriterError> {
+        let StagedEntry {
+            entry,
+            manifest_body,
+        } = staged;
+        if let Some(body) = manifest_body {
+            self.store
+                .put_bytes(&entry.manifest_path, Bytes::from(body))
+                .await?;
+            self.ensure_layout_json().await?;
+            info!(
+                "pushed {}@{} /{} to {}",
+                entry.name,
+                entry.version,
+                entry.hash,
+                self.store.display_url()
+            );
+        }
+        Ok(entry)
     }
 
     /// An existing complete entry: its manifest parses and both blobs exist.
@@ -445,52 +491,79 @@ impl CacheWriter {
         self.ensure_layout_json().await
     }
 
-    /// Regenerate `v3/manifests/key/keys.manifest.json` from the key manifests present.
+    /// Regenerate `v3/manifests/key/keys.manifest.json` from the key manifests present, with a
+    /// conditional write so that concurrent publishers with different keys keep both.
     pub async fn write_key_index(&self) -> Result<(), WriterError> {
-        let mut fprs: Vec<String> = self
-            .store
-            .list(layout::V3_KEY_DIR)
-            .await?
-            .into_iter()
-            .filter_map(|p| {
-                let name = p.strip_prefix(layout::V3_KEY_DIR)?;
-                if name.contains('/') {
-                    return None; // Spack lists this directory non-recursively
+        let mut attempt = 0u32;
+        loop {
+            let pre = match self
+                .store
+                .get_with_etag(layout::V3_KEY_INDEX_MANIFEST)
+                .await?
+            {
+                Some((_, etag)) => Precondition::IfMatch(etag),
+                None => Precondition::IfAbsent,
+            };
+            let mut fprs: Vec<String> = self
+                .store
+                .list(layout::V3_KEY_DIR)
+                .await?
+                .into_iter()
+                .filter_map(|p| {
+                    let name = p.strip_prefix(layout::V3_KEY_DIR)?;
+                    if name.contains('/') {
+                        return None; // Spack lists this directory non-recursively
+                    }
+                    name.strip_suffix(".key.manifest.json").map(str::to_string)
+                })
+                .collect();
+            fprs.sort();
+            fprs.dedup();
+            let mut keys = serde_json::Map::new();
+            for f in fprs {
+                keys.insert(f, Value::Object(Default::default()));
+            }
+            let mut top = serde_json::Map::new();
+            top.insert("keys".into(), Value::Object(keys));
+            let json = serde_json::to_vec(&Value::Object(top)).unwrap_or_default();
+            let rec = self
+                .put_bytes_as_blob(json, media::KEY_INDEX, "none")
+                .await?;
+            let m = Manifest {
+                version: 3,
+                data: vec![rec],
+            };
+            let body = Bytes::from(m.to_spack_json().into_bytes());
+            match self
+                .store
+                .put_bytes_if(layout::V3_KEY_INDEX_MANIFEST, body, pre)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_precondition_failed() && attempt + 1 < INDEX_UPDATE_ATTEMPTS => {
+                    tokio::time::sleep(crate::store::backoff_delay(
+                        std::time::Duration::from_millis(20),
+                        attempt.min(6),
+                    ))
+                    .await;
+                    attempt += 1;
                 }
-                name.strip_suffix(".key.manifest.json").map(str::to_string)
-            })
-            .collect();
-        fprs.sort();
-        fprs.dedup();
-        let mut keys = serde_json::Map::new();
-        for f in fprs {
-            keys.insert(f, Value::Object(Default::default()));
+                Err(e) => return Err(e.into()),
+            }
         }
-        let mut top = serde_json::Map::new();
-        top.insert("keys".into(), Value::Object(keys));
-        let json = serde_json::to_vec(&Value::Object(top)).unwrap_or_default();
-        let rec = self
-            .put_bytes_as_blob(json, media::KEY_INDEX, "none")
-            .await?;
-        let m = Manifest {
-            version: 3,
-            data: vec![rec],
-        };
-        self.store
-            .put_bytes(
-                layout::V3_KEY_INDEX_MANIFEST,
-                Bytes::from(m.to_spack_json().into_bytes()),
-            )
-            .await?;
-        Ok(())
     }
 
     /// The current index, if the mirror has one.
     pub async fn read_index(&self) -> Result<Option<IndexBuilder>, WriterError> {
-        let text = match self.store.get_bytes(layout::V3_INDEX_MANIFEST).await {
-            Ok(b) => b,
-            Err(StoreError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        Ok(self.read_index_with_etag().await?.map(|(ib, _)| ib))
+    }
+
+    /// The current index and the ETag of its manifest, if the mirror has one.
+    pub async fn read_index_with_etag(
+        &self,
+    ) -> Result<Option<(IndexBuilder, String)>, WriterError> {
+        let Some((text, etag)) = self.store.get_with_etag(layout::V3_INDEX_MANIFEST).await? else {
+            return Ok(None);
         };
         let m = read_manifest_unverified(&text, layout::V3_INDEX_MANIFEST)?;
         let rec =
@@ -500,7 +573,10 @@ impl CacheWriter {
                     reason: "no index record".into(),
                 })?;
         let bytes = self.get_checked_blob(rec).await?;
-        Ok(Some(IndexBuilder::from_existing(&bytes, &rec.path())?))
+        Ok(Some((
+            IndexBuilder::from_existing(&bytes, &rec.path())?,
+            etag,
+        )))
     }
 
     async fn get_checked_blob(&self, rec: &BlobRecord) -> Result<Bytes, WriterError> {
@@ -515,35 +591,69 @@ impl CacheWriter {
         Ok(bytes)
     }
 
-    async fn upload_index(&self, mut ib: IndexBuilder) -> Result<IndexSummary, WriterError> {
-        let json = ib.to_json();
-        let blob = self.put_bytes_as_blob(json, media::INDEX, "none").await?;
-        let m = Manifest {
-            version: 3,
-            data: vec![blob.clone()],
-        };
-        self.store
-            .put_bytes(
-                layout::V3_INDEX_MANIFEST,
-                Bytes::from(m.to_spack_json().into_bytes()),
-            )
-            .await?;
-        self.ensure_layout_json().await?;
-        let records = ib.records();
-        Ok(IndexSummary {
-            records: records.len(),
-            in_buildcache: records.iter().filter(|r| r.3).count(),
-            blob,
-        })
+    /// Read-modify-write of the index with a conditional write of its manifest: read the
+    /// manifest and its ETag, apply `change` to the index, upload the new index blob, then write
+    /// the manifest only if nobody changed it meanwhile (`If-Match`, or `If-None-Match: *` when
+    /// there was none). When another writer got there first, start again from its index
+    /// (bounded, with backoff), so concurrent publishers never lose each other's entries.
+    pub async fn modify_index(
+        &self,
+        mut change: impl FnMut(&mut IndexBuilder),
+    ) -> Result<IndexSummary, WriterError> {
+        let mut attempt = 0u32;
+        loop {
+            let (mut ib, pre) = match self.read_index_with_etag().await? {
+                Some((ib, etag)) => (ib, Precondition::IfMatch(etag)),
+                None => (IndexBuilder::default(), Precondition::IfAbsent),
+            };
+            change(&mut ib);
+            let json = ib.to_json();
+            let blob = self.put_bytes_as_blob(json, media::INDEX, "none").await?;
+            let m = Manifest {
+                version: 3,
+                data: vec![blob.clone()],
+            };
+            let body = Bytes::from(m.to_spack_json().into_bytes());
+            match self
+                .store
+                .put_bytes_if(layout::V3_INDEX_MANIFEST, body, pre)
+                .await
+            {
+                Ok(_) => {
+                    self.ensure_layout_json().await?;
+                    let records = ib.records();
+                    return Ok(IndexSummary {
+                        records: records.len(),
+                        in_buildcache: records.iter().filter(|r| r.3).count(),
+                        blob,
+                    });
+                }
+                Err(e) if e.is_precondition_failed() && attempt + 1 < INDEX_UPDATE_ATTEMPTS => {
+                    let delay = crate::store::backoff_delay(
+                        std::time::Duration::from_millis(20),
+                        attempt.min(6),
+                    );
+                    debug!(
+                        "the index of {} changed concurrently; merging again in {delay:?}",
+                        self.store.display_url()
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Add `entries` to the mirror's index (creating it if missing) without listing the mirror.
+    /// Concurrent writers are merged (see [`modify_index`](Self::modify_index)).
     pub async fn write_index(&self, entries: &[WrittenEntry]) -> Result<IndexSummary, WriterError> {
-        let mut ib = self.read_index().await?.unwrap_or_default();
-        for e in entries {
-            ib.add_dag(&e.raw_nodes, true);
-        }
-        self.upload_index(ib).await
+        self.modify_index(|ib| {
+            for e in entries {
+                ib.add_dag(&e.raw_nodes, true);
+            }
+        })
+        .await
     }
 
     /// Rebuild the index from the spec manifests in the mirror, as `spack buildcache
@@ -564,18 +674,20 @@ impl CacheWriter {
             .buffered(self.jobs)
             .try_collect()
             .await?;
-        let mut ib = self.read_index().await?.unwrap_or_default();
-        for (hash, name, version, inbc) in ib.records() {
-            if inbc && !present.contains(layout::v3_spec_manifest(&name, &version, &hash).as_str())
-            {
-                warn!("index record {name}@{version} /{hash} has no spec manifest any more; marking it not in the buildcache");
-                ib.set_in_buildcache(&hash, false);
+        self.modify_index(|ib| {
+            for (hash, name, version, inbc) in ib.records() {
+                if inbc
+                    && !present.contains(layout::v3_spec_manifest(&name, &version, &hash).as_str())
+                {
+                    warn!("index record {name}@{version} /{hash} has no spec manifest any more; marking it not in the buildcache");
+                    ib.set_in_buildcache(&hash, false);
+                }
             }
-        }
-        for nodes in &dags {
-            ib.add_dag(nodes, true);
-        }
-        self.upload_index(ib).await
+            for nodes in &dags {
+                ib.add_dag(nodes, true);
+            }
+        })
+        .await
     }
 
     async fn read_entry_nodes(&self, manifest_path: &str) -> Result<Vec<Value>, WriterError> {

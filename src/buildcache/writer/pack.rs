@@ -85,6 +85,29 @@ impl BuildInfoInputs {
         specfile: &SpecFile,
         buildpath: &str,
     ) -> Result<BuildInfoInputs, WriterError> {
+        let buildpath_trimmed = buildpath.trim_end_matches('/').to_string();
+        Self::for_installed_prefix(prefix, specfile, buildpath, |s| {
+            default_projection(s)
+                .map(|proj| format!("{buildpath_trimmed}/{proj}"))
+                .ok_or_else(|| WriterError::Spec {
+                    path: prefix.join(".spack/spec.json"),
+                    reason: format!(
+                        "node {} has no architecture; cannot compute its prefix",
+                        s.name
+                    ),
+                })
+        })
+    }
+
+    /// Like [`for_spack_prefix`](Self::for_spack_prefix), but the build-time prefix of each
+    /// (non-external) dependency comes from `dep_prefix` (e.g. the install receipts of the same
+    /// root, or a Spack store's database) instead of a guessed projection.
+    pub fn for_installed_prefix(
+        prefix: &Path,
+        specfile: &SpecFile,
+        buildpath: &str,
+        mut dep_prefix: impl FnMut(&crate::spec::Spec) -> Result<String, WriterError>,
+    ) -> Result<BuildInfoInputs, WriterError> {
         let buildpath = buildpath.trim_end_matches('/').to_string();
         let root = specfile.nodes.first().ok_or_else(|| WriterError::Spec {
             path: prefix.join(".spack/spec.json"),
@@ -98,7 +121,7 @@ impl BuildInfoInputs {
             .trim_end_matches('/')
             .to_string();
         let mut out: Vec<(String, String)> = vec![(root.hash.clone(), root_prefix)];
-        let push = |hash: &str, out: &mut Vec<(String, String)>| -> Result<(), WriterError> {
+        let mut push = |hash: &str, out: &mut Vec<(String, String)>| -> Result<(), WriterError> {
             if out.iter().any(|(h, _)| h == hash) {
                 return Ok(());
             }
@@ -108,14 +131,8 @@ impl BuildInfoInputs {
             if s.external.is_some() {
                 return Ok(());
             }
-            let proj = default_projection(s).ok_or_else(|| WriterError::Spec {
-                path: prefix.join(".spack/spec.json"),
-                reason: format!(
-                    "node {} has no architecture; cannot compute its prefix",
-                    s.name
-                ),
-            })?;
-            out.push((hash.to_string(), format!("{buildpath}/{proj}")));
+            let p = dep_prefix(s)?;
+            out.push((hash.to_string(), p.trim_end_matches('/').to_string()));
             Ok(())
         };
         // Transitive link dependencies, breadth-first.
@@ -500,7 +517,7 @@ impl<W: Write> Walker<'_, W> {
     ) -> Result<(), WriterError> {
         let ft = meta.file_type();
         let key = (meta.dev(), meta.ino());
-        if self.skip == Some(key) {
+        if self.skip == Some(key) || is_local_receipt(rel) {
             return Ok(());
         }
         let listable = !(rel == b".spack" || rel.starts_with(b".spack/"));
@@ -580,6 +597,13 @@ impl<W: Write> Walker<'_, W> {
         }
         Ok(())
     }
+}
+
+/// sf-cache's own install receipts (`.spack/sf-cache-receipt.json`, `.spack/sf-cache-files.json`)
+/// describe one local install; they never travel in a tarball.
+pub fn is_local_receipt(rel: &[u8]) -> bool {
+    rel == crate::install::receipt::RECEIPT_FILE.as_bytes()
+        || rel == crate::install::receipt::FILES_FILE.as_bytes()
 }
 
 fn join(a: &[u8], b: &[u8]) -> Vec<u8> {

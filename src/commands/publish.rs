@@ -1,0 +1,149 @@
+//! `sf-cache publish` and `sf-cache update-index`.
+
+use crate::buildcache::writer::{CacheWriter, Signer, WriterError};
+use crate::cli::{PublishArgs, UpdateIndexArgs};
+use crate::publish::{self, PublishError, PublishOptions};
+use crate::store::{Store, StoreKind};
+
+use super::{exit, CmdResult, Context, Failure};
+
+impl From<PublishError> for Failure {
+    fn from(e: PublishError) -> Failure {
+        Failure::new(exit::FAILURE, e.to_string())
+    }
+}
+
+impl From<WriterError> for Failure {
+    fn from(e: WriterError) -> Failure {
+        let code = match &e {
+            WriterError::Buildcache(b) => b.exit_code(),
+            _ => exit::FAILURE,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+fn open_dest(ctx: &Context, dest: &str) -> Result<Store, Failure> {
+    let store = Store::open(dest, &ctx.store_options(None))
+        .map_err(|e| Failure::usage(format!("destination `{dest}`: {e}")))?;
+    if store.kind() == StoreKind::Http {
+        return Err(Failure::usage(format!(
+            "destination `{dest}` is an HTTP URL, which cannot be written; give a path, file:// or s3:// URL"
+        )));
+    }
+    Ok(store)
+}
+
+/// The passphrase: `--passphrase-file` (first line), else `$SF_CACHE_KEY_PASSPHRASE`.
+fn passphrase(a: &PublishArgs) -> Result<Option<String>, Failure> {
+    if let Some(f) = &a.passphrase_file {
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!("cannot read the passphrase file {}: {e}", f.display()),
+            )
+        })?;
+        return Ok(Some(text.lines().next().unwrap_or("").to_string()));
+    }
+    Ok(std::env::var("SF_CACHE_KEY_PASSPHRASE")
+        .ok()
+        .filter(|p| !p.is_empty()))
+}
+
+fn read_signer(a: &PublishArgs) -> Result<Option<Signer>, Failure> {
+    let Some(path) = &a.key else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        Failure::new(
+            exit::FAILURE,
+            format!("cannot read the signing key {}: {e}", path.display()),
+        )
+    })?;
+    let pass = passphrase(a)?;
+    Signer::from_secret_armored(&bytes, pass.as_deref())
+        .map(Some)
+        .map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!(
+                    "signing key {} cannot sign: {e}; give an armored secret key (and its passphrase in $SF_CACHE_KEY_PASSPHRASE or --passphrase-file)",
+                    path.display()
+                ),
+            )
+        })
+}
+
+pub async fn run(ctx: &Context, a: &PublishArgs) -> CmdResult {
+    let signer = read_signer(a)?;
+    let store = open_dest(ctx, &a.to)?;
+    std::fs::create_dir_all(&ctx.paths.tmp_dir)?;
+    let mut writer = CacheWriter::new(store).with_tmp_dir(&ctx.paths.tmp_dir);
+    if let Some(s) = signer {
+        writer = writer.with_signer(s);
+    }
+    let mut opts = PublishOptions {
+        force: a.force,
+        no_index: a.no_index,
+        with_deps: a.with_deps,
+        ..PublishOptions::default()
+    };
+    if let Some(j) = a.jobs {
+        opts.jobs = j.max(1);
+    }
+    let report = publish::publish(&writer, &a.prefixes, &opts).await?;
+    if ctx.global.json {
+        ctx.out.json(&report)?;
+        return Ok(());
+    }
+    for e in &report.entries {
+        let how = if e.status == "published" {
+            if e.signed {
+                "published (signed)"
+            } else {
+                "published (UNSIGNED)"
+            }
+        } else {
+            "already present, skipped (use --force to rewrite)"
+        };
+        ctx.out.line(format!(
+            "{}@{} /{} {how}",
+            e.name,
+            e.version,
+            &e.hash[..e.hash.len().min(7)]
+        ))?;
+    }
+    match &report.index {
+        Some(i) => ctx.out.line(format!(
+            "{}: {} published, {} skipped; index has {} records ({} in the buildcache)",
+            report.destination, report.published, report.skipped, i.records, i.in_buildcache
+        ))?,
+        None => ctx.out.line(format!(
+            "{}: {} published, {} skipped; index not updated (run `sf-cache update-index {}`)",
+            report.destination, report.published, report.skipped, a.to
+        ))?,
+    }
+    Ok(())
+}
+
+pub async fn update_index(ctx: &Context, a: &UpdateIndexArgs) -> CmdResult {
+    let store = open_dest(ctx, &a.dest)?;
+    let writer = CacheWriter::new(store).with_jobs(a.jobs.unwrap_or(8));
+    let s = writer.update_index().await?;
+    if ctx.global.json {
+        ctx.out.json(&serde_json::json!({
+            "destination": writer.store().display_url(),
+            "records": s.records,
+            "in_buildcache": s.in_buildcache,
+            "blob": s.blob.path(),
+        }))?;
+        return Ok(());
+    }
+    ctx.out.line(format!(
+        "{}: index rebuilt, {} records ({} in the buildcache)",
+        writer.store().display_url(),
+        s.records,
+        s.in_buildcache
+    ))?;
+    Ok(())
+}

@@ -1,0 +1,407 @@
+//! publish: pack installed prefixes (sf-cache or Spack installs) into a layout-v3 buildcache that
+//! Spack 1.x and sf-cache both install, in an order that keeps the cache readable at every moment:
+//! all blobs, then the manifests (dependencies first), then the signing key, then the index,
+//! merged with what the destination already has through conditional writes.
+
+pub mod source;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::buildcache::layout;
+use crate::buildcache::writer::{
+    BuildInfoInputs, CacheWriter, EntryOptions, StagedEntry, WriterError, WrittenEntry,
+};
+
+pub use source::{find_root, load_source, read_specfile, InstalledRoot, Source, SourceKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("`{}` is not an installed prefix: {reason}", path.display())]
+    NotAPrefix { path: PathBuf, reason: String },
+    #[error("cannot find the install root of `{}`: {reason}; publish prefixes installed by sf-cache or Spack", path.display())]
+    NoRoot { path: PathBuf, reason: String },
+    #[error("cannot read the Spack database `{}`: {reason}", path.display())]
+    SpackDb { path: PathBuf, reason: String },
+    #[error("{what} needs {missing}, which {are} neither in the destination nor being published; publish {them} too (add {their} to the command line, or --with-deps)")]
+    MissingDeps {
+        what: String,
+        missing: String,
+        are: &'static str,
+        them: &'static str,
+        their: &'static str,
+    },
+    #[error("{what} needs {missing}, which {are} neither in the destination nor installed in {root}; install or publish {them} first")]
+    DepsNotInstalled {
+        what: String,
+        missing: String,
+        root: String,
+        are: &'static str,
+        them: &'static str,
+    },
+    #[error(transparent)]
+    Writer(#[from] WriterError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Options of [`publish`].
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    /// Rewrite entries that already exist in the destination.
+    pub force: bool,
+    /// Do not touch the index (a later `update-index` makes the entries visible).
+    pub no_index: bool,
+    /// Also publish missing link/run dependencies installed next to the prefixes.
+    pub with_deps: bool,
+    /// Prefixes packed at once (default: the number of cores).
+    pub jobs: usize,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        PublishOptions {
+            force: false,
+            no_index: false,
+            with_deps: false,
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// One entry of a [`PublishReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryReport {
+    pub name: String,
+    pub version: String,
+    pub hash: String,
+    pub prefix: String,
+    /// `published` or `skipped` (already in the destination; use --force to rewrite).
+    pub status: &'static str,
+    /// Pulled in by `--with-deps` rather than named on the command line.
+    pub dependency: bool,
+    pub manifest_path: String,
+    /// `sha256:<hex>` of the install tarball.
+    pub tarball_digest: String,
+    pub tarball_size: u64,
+    pub spec_digest: String,
+    /// Whether this run signed the manifest (`false` for skipped entries).
+    pub signed: bool,
+}
+
+/// The index after publishing.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexReport {
+    pub records: usize,
+    pub in_buildcache: usize,
+    pub blob: String,
+}
+
+/// What [`publish`] did (the `--json` report).
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishReport {
+    pub destination: String,
+    pub signed: bool,
+    pub signing_key: Option<String>,
+    pub entries: Vec<EntryReport>,
+    pub published: usize,
+    pub skipped: usize,
+    /// `None` with `--no-index`.
+    pub index: Option<IndexReport>,
+    pub warnings: Vec<String>,
+}
+
+fn describe(s: &crate::spec::Spec) -> String {
+    format!("{}@{} /{}", s.name, s.version, s.short_hash())
+}
+
+fn plural(n: usize) -> (&'static str, &'static str, &'static str) {
+    if n == 1 {
+        ("is", "it", "its prefix")
+    } else {
+        ("are", "them", "their prefixes")
+    }
+}
+
+/// The prefixes to publish: those given, plus (with `with_deps`) their missing dependencies
+/// installed next to them. Fails naming dependencies that are neither in the destination nor
+/// published.
+pub async fn collect(
+    writer: &CacheWriter,
+    prefixes: &[PathBuf],
+    opts: &PublishOptions,
+) -> Result<(Vec<Source>, Vec<InstalledRoot>, HashSet<String>), PublishError> {
+    let mut roots: Vec<InstalledRoot> = Vec::new();
+    let mut sources: Vec<Source> = Vec::new();
+    for p in prefixes {
+        let s = load_source(p, &mut roots)?;
+        if !sources.iter().any(|o| o.spec().hash == s.spec().hash) {
+            sources.push(s);
+        }
+    }
+    let mut deps_added: HashSet<String> = HashSet::new();
+    let mut in_dest: HashMap<String, bool> = HashMap::new();
+    let mut i = 0;
+    while i < sources.len() {
+        let mut missing = Vec::new();
+        let mut not_installed = Vec::new();
+        let closure: Vec<crate::spec::Spec> = sources[i].closure().into_iter().cloned().collect();
+        for d in closure {
+            if sources.iter().any(|s| s.spec().hash == d.hash) {
+                continue;
+            }
+            let present = match in_dest.get(&d.hash) {
+                Some(p) => *p,
+                None => {
+                    let path = layout::v3_spec_manifest(&d.name, &d.version, &d.hash);
+                    let p = writer.store().exists(&path).await?;
+                    in_dest.insert(d.hash.clone(), p);
+                    p
+                }
+            };
+            if present {
+                continue;
+            }
+            if !opts.with_deps {
+                missing.push(describe(&d));
+                continue;
+            }
+            let root = &roots[sources[i].root];
+            match root.prefix_of(&d.hash).map(Path::to_path_buf) {
+                Some(p) if p.join(".spack/spec.json").is_file() => {
+                    let s = load_source(&p, &mut roots)?;
+                    deps_added.insert(s.spec().hash.clone());
+                    sources.push(s);
+                }
+                _ => not_installed.push(describe(&d)),
+            }
+        }
+        let what = describe(sources[i].spec());
+        if !missing.is_empty() {
+            let (are, them, their) = plural(missing.len());
+            return Err(PublishError::MissingDeps {
+                what,
+                missing: missing.join(", "),
+                are,
+                them,
+                their,
+            });
+        }
+        if !not_installed.is_empty() {
+            let (are, them, _) = plural(not_installed.len());
+            return Err(PublishError::DepsNotInstalled {
+                what,
+                missing: not_installed.join(", "),
+                root: roots[sources[i].root].dir.display().to_string(),
+                are,
+                them,
+            });
+        }
+        i += 1;
+    }
+    Ok((sources, roots, deps_added))
+}
+
+/// The buildinfo inputs of a source: buildpath = its root, `hash_to_prefix` from the prefixes
+/// the dependencies are actually installed at (guessed from the root's projection, with a
+/// warning, for a dependency that is not installed there).
+pub fn buildinfo_inputs(
+    src: &Source,
+    root: &InstalledRoot,
+    warnings: &mut Vec<String>,
+) -> Result<BuildInfoInputs, PublishError> {
+    let buildpath = root.dir.to_str().ok_or_else(|| WriterError::NonUtf8Path {
+        path: root.dir.clone(),
+    })?;
+    let what = describe(src.spec());
+    let inputs = BuildInfoInputs::for_installed_prefix(
+        &src.prefix,
+        &src.specfile,
+        buildpath,
+        |dep| {
+            if let Some(p) = root.prefix_of(&dep.hash) {
+                return p
+                    .to_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| WriterError::NonUtf8Path {
+                        path: p.to_path_buf(),
+                    });
+            }
+            let guess = root
+                .guessed_prefix(dep)
+                .ok_or_else(|| WriterError::Spec {
+                    path: src.prefix.join(".spack/spec.json"),
+                    reason: format!(
+                        "dependency {} is not installed in {} and has no architecture to guess its prefix",
+                        describe(dep),
+                        root.dir.display()
+                    ),
+                })?;
+            let msg = format!(
+                "{what}: dependency {} is not installed in {}; assuming it was at {}",
+                describe(dep),
+                root.dir.display(),
+                guess.display()
+            );
+            warn!("{msg}");
+            warnings.push(msg);
+            guess
+                .to_str()
+                .map(str::to_string)
+                .ok_or(WriterError::NonUtf8Path {
+                    path: guess.clone(),
+                })
+        },
+    )?;
+    Ok(inputs)
+}
+
+/// Dependencies first (among the entries being published), otherwise in the given order.
+fn dependency_order(sources: &[Source]) -> Vec<usize> {
+    let pos: HashMap<&str, usize> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.spec().hash.as_str(), i))
+        .collect();
+    let mut out = Vec::with_capacity(sources.len());
+    let mut state = vec![0u8; sources.len()]; // 0 new, 1 visiting, 2 done
+    fn visit(
+        i: usize,
+        sources: &[Source],
+        pos: &HashMap<&str, usize>,
+        state: &mut [u8],
+        out: &mut Vec<usize>,
+    ) {
+        if state[i] != 0 {
+            return;
+        }
+        state[i] = 1;
+        for d in sources[i].closure() {
+            if let Some(&j) = pos.get(d.hash.as_str()) {
+                visit(j, sources, pos, state, out);
+            }
+        }
+        state[i] = 2;
+        out.push(i);
+    }
+    for i in 0..sources.len() {
+        visit(i, sources, &pos, &mut state, &mut out);
+    }
+    out
+}
+
+/// Publish installed prefixes into the writer's store: pack them (in parallel, streaming),
+/// upload all blobs, then the manifests (dependencies first), then the signing key, then merge
+/// the index (unless `no_index`).
+pub async fn publish(
+    writer: &CacheWriter,
+    prefixes: &[PathBuf],
+    opts: &PublishOptions,
+) -> Result<PublishReport, PublishError> {
+    let (sources, roots, deps_added) = collect(writer, prefixes, opts).await?;
+    let mut warnings = Vec::new();
+    for (i, root) in roots.iter().enumerate() {
+        if !root.is_padded() && sources.iter().any(|s| s.root == i) {
+            let msg = format!(
+                "the install root {} is not padded (no __spack_path_placeholder__): consumers can only relocate these packages into prefixes no longer than their prefixes here",
+                root.dir.display()
+            );
+            warn!("{msg}");
+            warnings.push(msg);
+        }
+    }
+    let mut jobs_in = Vec::with_capacity(sources.len());
+    for s in &sources {
+        let inputs = buildinfo_inputs(s, &roots[s.root], &mut warnings)?;
+        jobs_in.push((s.prefix.clone(), inputs));
+    }
+
+    // 1. Blobs, several prefixes at once.
+    let jobs = opts.jobs.max(1);
+    let force = opts.force;
+    let mut staged: Vec<(usize, StagedEntry)> = stream::iter(jobs_in.into_iter().enumerate())
+        .map(|(i, (prefix, inputs))| async move {
+            let eo = EntryOptions {
+                buildinfo: Some(inputs),
+                buildpath: None,
+                force,
+            };
+            writer.stage_entry(&prefix, &eo).await.map(|e| (i, e))
+        })
+        .buffer_unordered(jobs)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, WriterError>>()?;
+    staged.sort_by_key(|(i, _)| *i);
+    let mut by_index: BTreeMap<usize, StagedEntry> = staged.into_iter().collect();
+
+    // 2. Manifests, dependencies first.
+    let mut written: Vec<(usize, WrittenEntry)> = Vec::new();
+    for i in dependency_order(&sources) {
+        if let Some(st) = by_index.remove(&i) {
+            written.push((i, writer.commit_entry(st).await?));
+        }
+    }
+    written.sort_by_key(|(i, _)| *i);
+
+    // 3. Keys.
+    writer.publish_keys().await?;
+
+    // 4. The index, merged with what the destination has (entries skipped because they exist
+    //    are added too: an interrupted run may have left them out of the index).
+    let entries: Vec<WrittenEntry> = written.iter().map(|(_, e)| e.clone()).collect();
+    let index = if opts.no_index {
+        None
+    } else {
+        let s = writer.write_index(&entries).await?;
+        Some(IndexReport {
+            records: s.records,
+            in_buildcache: s.in_buildcache,
+            blob: s.blob.path(),
+        })
+    };
+
+    let report_entries: Vec<EntryReport> = written
+        .iter()
+        .map(|(i, e)| EntryReport {
+            name: e.name.clone(),
+            version: e.version.clone(),
+            hash: e.hash.clone(),
+            prefix: sources[*i].prefix.display().to_string(),
+            status: if e.uploaded { "published" } else { "skipped" },
+            dependency: deps_added.contains(&e.hash),
+            manifest_path: e.manifest_path.clone(),
+            tarball_digest: format!("{}:{}", e.tarball.checksum_algorithm, e.tarball.checksum),
+            tarball_size: e.tarball.content_length,
+            spec_digest: format!("{}:{}", e.spec.checksum_algorithm, e.spec.checksum),
+            signed: e.signed,
+        })
+        .collect();
+    let published = report_entries
+        .iter()
+        .filter(|e| e.status == "published")
+        .count();
+    info!(
+        "published {published} of {} entries to {}",
+        report_entries.len(),
+        writer.store().display_url()
+    );
+    Ok(PublishReport {
+        destination: writer.store().display_url(),
+        signed: writer.signer().is_some(),
+        signing_key: writer.signer().map(|s| s.fingerprint.clone()),
+        skipped: report_entries.len() - published,
+        published,
+        entries: report_entries,
+        index,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests;
