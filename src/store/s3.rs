@@ -252,6 +252,7 @@ impl S3Store {
                 let code = se.err().code().unwrap_or("");
                 tracing::debug!(url = %url, status, code, message = se.err().message().unwrap_or(""),
                     "S3 error");
+                tracing::trace!(url = %url, error = %DisplayErrorContext(&err), "S3 error detail");
                 return match (status, code) {
                     (404, _) | (_, "NoSuchKey") | (_, "NotFound") => StoreError::NotFound { url },
                     (403, _) if anonymous => {
