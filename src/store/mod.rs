@@ -1,7 +1,7 @@
-//! Object stores: local directories (`/path`, `file://`) and HTTP(S) servers.
+//! Object stores: local directories (`/path`, `file://`), HTTP(S) servers (read-only) and S3
+//! buckets (`s3://bucket/prefix`, also S3-compatible servers via a custom endpoint).
 //!
-//! [`Store`] is a cheap-to-clone enum over backends; an S3 backend slots in as one more variant
-//! (`s3://` is recognised and answered with [`StoreError::Unsupported`] for now).
+//! [`Store`] is a cheap-to-clone enum over backends.
 //!
 //! Paths given to the methods (`rel`) are relative, `/`-separated object keys such as
 //! `blobs/sha256/ab/abcd…`; `..`, absolute paths and empty segments are refused.
@@ -12,6 +12,7 @@
 mod file;
 mod http;
 pub mod netrc;
+mod s3;
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -22,6 +23,9 @@ use futures_util::Stream;
 
 pub use file::FileStore;
 pub use http::HttpStore;
+pub use s3::{
+    S3Store, ENDPOINT_ENV as S3_ENDPOINT_ENV, MULTIPART_THRESHOLD as S3_MULTIPART_THRESHOLD,
+};
 
 /// A boxed stream of body chunks.
 pub type BoxStream<'a, T> = Pin<Box<dyn Stream<Item = T> + Send + 'a>>;
@@ -61,6 +65,9 @@ pub enum StoreError {
          re-read it and retry"
     )]
     PreconditionFailed { url: String },
+    /// Credentials were configured but could not be loaded (broken AWS profile, expired SSO, …).
+    #[error("{url}: cannot load credentials: {reason} (fix the AWS profile/environment settings)")]
+    Credentials { url: String, reason: String },
 }
 
 impl StoreError {
@@ -118,6 +125,15 @@ pub struct StoreOptions {
     pub backoff_base: Duration,
     /// `User-Agent` header.
     pub user_agent: String,
+    /// S3: custom endpoint URL (S3-compatible servers); `None` = `SF_CACHE_S3_ENDPOINT`, then
+    /// `S3_ENDPOINT_URL`, then the AWS defaults (`AWS_ENDPOINT_URL`, profile, AWS itself).
+    pub s3_endpoint: Option<String>,
+    /// S3: path-style addressing (`endpoint/bucket/key`); `None` = on exactly when a custom
+    /// endpoint is in use.
+    pub s3_path_style: Option<bool>,
+    /// S3: never sign requests (public buckets), even when credentials exist. Without it,
+    /// requests are unsigned only when the AWS credential chain finds nothing.
+    pub s3_anonymous: bool,
 }
 
 impl Default for StoreOptions {
@@ -131,6 +147,9 @@ impl Default for StoreOptions {
             retries: 3,
             backoff_base: Duration::from_millis(250),
             user_agent: concat!("sf-cache/", env!("CARGO_PKG_VERSION")).to_string(),
+            s3_endpoint: None,
+            s3_path_style: None,
+            s3_anonymous: false,
         }
     }
 }
@@ -146,6 +165,12 @@ impl std::fmt::Debug for StoreOptions {
             .field("retries", &self.retries)
             .field("backoff_base", &self.backoff_base)
             .field("user_agent", &self.user_agent)
+            .field(
+                "s3_endpoint",
+                &self.s3_endpoint.as_deref().map(redact_location),
+            )
+            .field("s3_path_style", &self.s3_path_style)
+            .field("s3_anonymous", &self.s3_anonymous)
             .finish()
     }
 }
@@ -198,10 +223,12 @@ impl std::fmt::Display for StoreKind {
 pub enum Store {
     File(FileStore),
     Http(HttpStore),
+    S3(S3Store),
 }
 
 impl Store {
-    /// Open a store: a plain path, `file://…`, `http://…` or `https://…`.
+    /// Open a store: a plain path, `file://…`, `http://…`, `https://…` or `s3://bucket/prefix`.
+    /// Nothing is contacted yet (S3 credentials and region are resolved on the first request).
     pub fn open(location: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
         let invalid = |reason: &str| StoreError::InvalidLocation {
             location: redact_location(location),
@@ -218,9 +245,7 @@ impl Store {
             return Ok(Store::Http(HttpStore::open(trimmed, opts)?));
         }
         if lower.starts_with("s3://") {
-            return Err(StoreError::Unsupported {
-                what: format!("S3 store {}", redact_location(trimmed)),
-            });
+            return Ok(Store::S3(S3Store::open(trimmed, opts)?));
         }
         if lower.starts_with("file://") {
             let url = url::Url::parse(trimmed).map_err(|e| invalid(&e.to_string()))?;
@@ -231,7 +256,9 @@ impl Store {
         }
         if let Some((scheme, _)) = trimmed.split_once("://") {
             return Err(StoreError::Unsupported {
-                what: format!("URL scheme {scheme:?} (use a path, file://, http:// or https://)"),
+                what: format!(
+                    "URL scheme {scheme:?} (use a path, file://, http://, https:// or s3://)"
+                ),
             });
         }
         Ok(Store::File(FileStore::new(PathBuf::from(trimmed))))
@@ -242,6 +269,7 @@ impl Store {
         match self {
             Store::File(s) => s.display_url(),
             Store::Http(s) => s.display_url(),
+            Store::S3(s) => s.display_url(),
         }
     }
 
@@ -250,6 +278,7 @@ impl Store {
         match self {
             Store::File(_) => StoreKind::File,
             Store::Http(_) => StoreKind::Http,
+            Store::S3(_) => StoreKind::S3,
         }
     }
 
@@ -263,6 +292,7 @@ impl Store {
         match self {
             Store::File(s) => s.get_bytes(rel).await,
             Store::Http(s) => s.get_bytes(rel).await,
+            Store::S3(s) => s.get_bytes(rel).await,
         }
     }
 
@@ -271,6 +301,7 @@ impl Store {
         match self {
             Store::File(s) => s.get_stream(rel, offset).await,
             Store::Http(s) => s.get_stream(rel, offset).await,
+            Store::S3(s) => s.get_stream(rel, offset).await,
         }
     }
 
@@ -279,6 +310,7 @@ impl Store {
         match self {
             Store::File(s) => s.head(rel).await,
             Store::Http(s) => s.head(rel).await,
+            Store::S3(s) => s.head(rel).await,
         }
     }
 
@@ -292,6 +324,7 @@ impl Store {
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         match self {
             Store::File(s) => s.list(prefix).await,
+            Store::S3(s) => s.list(prefix).await,
             Store::Http(s) => Err(StoreError::Unsupported {
                 what: format!("listing objects of HTTP store {}", s.display_url()),
             }),
@@ -302,6 +335,7 @@ impl Store {
     pub async fn put_bytes(&self, rel: &str, bytes: Bytes) -> Result<(), StoreError> {
         match self {
             Store::File(s) => s.put_bytes(rel, bytes).await,
+            Store::S3(s) => s.put_bytes(rel, bytes).await,
             Store::Http(s) => Err(StoreError::Unsupported {
                 what: format!("writing to HTTP store {}", s.display_url()),
             }),
@@ -310,12 +344,13 @@ impl Store {
 
     /// Whole object plus its ETag (an opaque version token to pass back in
     /// [`Precondition::IfMatch`]), or `None` when it does not exist.
-    /// File stores use the SHA-256 hex of the content; HTTP stores the `ETag` header (or `""`
-    /// when the server sends none).
+    /// File stores use the SHA-256 hex of the content; S3 and HTTP stores the `ETag` header (or
+    /// `""` when an HTTP server sends none).
     pub async fn get_with_etag(&self, rel: &str) -> Result<Option<(Bytes, String)>, StoreError> {
         match self {
             Store::File(s) => s.get_with_etag(rel).await,
             Store::Http(s) => s.get_with_etag(rel).await,
+            Store::S3(s) => s.get_with_etag(rel).await,
         }
     }
 
@@ -331,6 +366,7 @@ impl Store {
     ) -> Result<String, StoreError> {
         match self {
             Store::File(s) => s.put_bytes_if(rel, bytes, pre).await,
+            Store::S3(s) => s.put_bytes_if(rel, bytes, pre).await,
             Store::Http(s) => Err(StoreError::Unsupported {
                 what: format!("writing to HTTP store {}", s.display_url()),
             }),
@@ -341,16 +377,19 @@ impl Store {
     pub async fn delete(&self, rel: &str) -> Result<(), StoreError> {
         match self {
             Store::File(s) => s.delete(rel).await,
+            Store::S3(s) => s.delete(rel).await,
             Store::Http(s) => Err(StoreError::Unsupported {
                 what: format!("deleting from HTTP store {}", s.display_url()),
             }),
         }
     }
 
-    /// Copy a local file into the store atomically.
+    /// Copy a local file into the store atomically. S3: one PUT streamed from the file, or a
+    /// multipart upload (parts streamed from the file) above 64 MiB.
     pub async fn put_file(&self, rel: &str, path: &std::path::Path) -> Result<(), StoreError> {
         match self {
             Store::File(s) => s.put_file(rel, path).await,
+            Store::S3(s) => s.put_file(rel, path).await,
             Store::Http(s) => Err(StoreError::Unsupported {
                 what: format!("writing to HTTP store {}", s.display_url()),
             }),
@@ -438,10 +477,11 @@ mod tests {
                 .display_url(),
             "http://h.example/a/b"
         );
-        assert!(matches!(
-            Store::open("s3://bucket/x", &o),
-            Err(StoreError::Unsupported { .. })
-        ));
+        let s3 = Store::open("s3://bucket/x/", &o).unwrap();
+        assert_eq!(
+            (s3.kind(), s3.display_url()),
+            (StoreKind::S3, "s3://bucket/x".into())
+        );
         assert!(matches!(
             Store::open("ftp://h/x", &o),
             Err(StoreError::Unsupported { .. })
