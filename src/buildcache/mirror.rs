@@ -87,6 +87,19 @@ impl IndexCache {
         std::fs::read(path).ok()
     }
 
+    /// The parsed form of a cached index, when present and intact.
+    fn read_parsed(&self, json_path: &Path) -> Option<Index> {
+        super::index_bin::read(&json_path.with_extension("bin"))
+    }
+
+    /// Keep the parsed form next to the index text (best effort).
+    fn write_parsed(&self, json_path: &Path, index: &Index) {
+        write_cache_file(
+            &json_path.with_extension("bin"),
+            &super::index_bin::encode(index),
+        );
+    }
+
     /// Store `bytes` atomically (temp file, fsync, rename); a failure only costs a refetch later.
     fn write(&self, path: &Path, bytes: &[u8]) {
         write_cache_file(path, bytes)
@@ -238,6 +251,18 @@ impl Mirror {
                 reason: "index manifest names no index blob".into(),
             })?;
         let path = cache.path(&self.url, Layout::V3, &record.checksum);
+        if let Some(index) = cache.read_parsed(&path) {
+            debug!(
+                "parsed index of {} from local cache ({})",
+                self.url, record.checksum
+            );
+            return Ok(Some(LoadedIndex {
+                layout: Layout::V3,
+                checksum: record.checksum.clone(),
+                index,
+                from_cache: true,
+            }));
+        }
         if let Some(bytes) = cache.read(&path) {
             if sha256_hex(&bytes) == record.checksum || record.checksum_algorithm != "sha256" {
                 debug!(
@@ -245,6 +270,7 @@ impl Mirror {
                     self.url, record.checksum
                 );
                 let index = Index::parse(&bytes, &path.display().to_string())?;
+                cache.write_parsed(&path, &index);
                 return Ok(Some(LoadedIndex {
                     layout: Layout::V3,
                     checksum: record.checksum.clone(),
@@ -256,6 +282,7 @@ impl Mirror {
         let bytes = self.get_verified_blob(record).await?;
         let index = Index::parse(&bytes, &format!("{}/{}", self.url, record.path()))?;
         cache.write(&path, &bytes);
+        cache.write_parsed(&path, &index);
         Ok(Some(LoadedIndex {
             layout: Layout::V3,
             checksum: record.checksum.clone(),
@@ -279,6 +306,14 @@ impl Mirror {
             .filter(|h| is_sha256_hex(h));
         if let Some(hash) = &announced {
             let path = cache.path(&self.url, Layout::V2, hash);
+            if let Some(index) = cache.read_parsed(&path) {
+                return Ok(Some(LoadedIndex {
+                    layout: Layout::V2,
+                    checksum: hash.clone(),
+                    index,
+                    from_cache: true,
+                }));
+            }
             if let Some(bytes) = cache.read(&path) {
                 if &sha256_hex(&bytes) == hash {
                     debug!("v2 index of {} from local cache ({hash})", self.url);
@@ -322,7 +357,9 @@ impl Mirror {
             }
         }
         let index = Index::parse(&bytes, &format!("{}/{}", self.url, layout::V2_INDEX))?;
-        cache.write(&cache.path(&self.url, Layout::V2, &actual), &bytes);
+        let path = cache.path(&self.url, Layout::V2, &actual);
+        cache.write(&path, &bytes);
+        cache.write_parsed(&path, &index);
         Ok(Some(LoadedIndex {
             layout: Layout::V2,
             checksum: actual,

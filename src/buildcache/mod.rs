@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod entry;
 pub mod index;
+pub mod index_bin;
 pub mod keys;
 pub mod layout;
 pub mod manifest;

@@ -1,5 +1,7 @@
 //! `sf-cache list [QUERY] --mirror M…`: what the buildcaches offer, read from their indexes.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use tracing::info;
 
@@ -32,16 +34,32 @@ pub fn arch_string(entry: &CatalogEntry) -> String {
         .unwrap_or_default()
 }
 
-/// Sorted by name, version descending, then mirror order.
-pub fn sorted_rows<'a>(
-    catalog: &'a Catalog,
-    entries: Vec<&'a CatalogEntry>,
-) -> Vec<&'a CatalogEntry> {
-    let mut keyed: Vec<(&CatalogEntry, Option<Version>)> = entries
+/// Sorted by name, version descending, then mirror order. Each distinct version is parsed once
+/// and ranked, so sorting tens of thousands of rows compares integers.
+pub fn sorted_rows(entries: Vec<&CatalogEntry>) -> Vec<&CatalogEntry> {
+    let mut versions: Vec<(&str, Option<Version>)> = {
+        let mut seen = std::collections::HashSet::new();
+        entries
+            .iter()
+            .map(|e| e.spec.version.as_str())
+            .filter(|v| seen.insert(*v))
+            .map(|v| (v, sort_version(v)))
+            .collect()
+    };
+    versions.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut rank: HashMap<&str, u32> = HashMap::with_capacity(versions.len());
+    let mut r = 0u32;
+    for i in 0..versions.len() {
+        if i > 0 && versions[i - 1].1 != versions[i].1 {
+            r += 1;
+        }
+        rank.insert(versions[i].0, r);
+    }
+    let mut keyed: Vec<(&CatalogEntry, u32)> = entries
         .into_iter()
-        .map(|e| (e, sort_version(&e.spec.version)))
+        .map(|e| (e, rank.get(e.spec.version.as_str()).copied().unwrap_or(0)))
         .collect();
-    keyed.sort_by(|a, b| {
+    keyed.sort_unstable_by(|a, b| {
         a.0.spec
             .name
             .cmp(&b.0.spec.name)
@@ -50,7 +68,6 @@ pub fn sorted_rows<'a>(
             .then_with(|| a.0.layout.cmp(&b.0.layout))
             .then_with(|| a.0.spec.hash.cmp(&b.0.spec.hash))
     });
-    let _ = catalog;
     keyed.into_iter().map(|(e, _)| e).collect()
 }
 
@@ -63,7 +80,9 @@ pub async fn run(ctx: &Context, args: &ListArgs) -> CmdResult {
     } else {
         Some(parse_query(&args.query)?)
     };
-    let catalog = ctx.catalog(&args.mirrors).await?;
+    // Leaked on purpose: a large catalog takes longer to free than the rest of the command, and
+    // the process ends right after this command.
+    let catalog: &'static Catalog = Box::leak(Box::new(ctx.catalog(&args.mirrors).await?));
     info!("the index is not signed: listing does not verify anything; `show` and `install` do");
     let entries: Vec<&CatalogEntry> = match &query {
         Some(q) => catalog.matching(q, args.all),
@@ -81,7 +100,7 @@ pub async fn run(ctx: &Context, args: &ListArgs) -> CmdResult {
             ));
         }
     }
-    let rows = sorted_rows(&catalog, entries);
+    let rows = sorted_rows(entries);
     let listed: Vec<ListedSpec> = rows
         .iter()
         .map(|e| ListedSpec {

@@ -87,7 +87,9 @@ impl Context {
 
 pub async fn run(ctx: &Context, args: &ShowArgs) -> CmdResult {
     let query = parse_query(&args.query)?;
-    let catalog = ctx.catalog(&args.mirrors).await?;
+    // Leaked on purpose: a large catalog takes longer to free than the rest of the command, and
+    // the process ends right after this command.
+    let catalog: &'static Catalog = Box::leak(Box::new(ctx.catalog(&args.mirrors).await?));
     let host = HostTargets::detect();
     let chosen = catalog.best_match(&query, &host)?;
     let hash = chosen.spec.hash.clone();

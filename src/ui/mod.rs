@@ -17,9 +17,10 @@ pub struct Output {
 impl Output {
     /// Print a serializable value as pretty JSON on stdout.
     pub fn json<T: Serialize + ?Sized>(&self, value: &T) -> std::io::Result<()> {
-        let mut out = std::io::stdout().lock();
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
         serde_json::to_writer_pretty(&mut out, value)?;
-        writeln!(out)
+        writeln!(out)?;
+        out.flush()
     }
 
     /// Print human text on stdout (results, not diagnostics).
@@ -31,7 +32,8 @@ impl Output {
     /// Print a table with left-aligned columns.
     pub fn table(&self, headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
-        out.write_all(render_table(headers, rows).as_bytes())
+        out.write_all(render_table(headers, rows).as_bytes())?;
+        out.flush()
     }
 }
 
