@@ -48,11 +48,16 @@ pub struct GlobalArgs {
     /// Extra CA bundle (PEM) for HTTPS mirrors, e.g. behind a TLS-intercepting proxy.
     #[arg(long, global = true, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// Endpoint of an S3-compatible server for s3:// locations (e.g. http://127.0.0.1:9000);
+    /// default: $SF_CACHE_S3_ENDPOINT, `[network] s3_endpoint`, $S3_ENDPOINT_URL, then AWS's own.
+    #[arg(long, global = true, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct MirrorArgs {
-    /// Buildcache to read: URL (file://, http://, https://), path, or a mirror name from the config.
+    /// Buildcache to read: URL (file://, http://, https://, s3://), path, or a mirror name from
+    /// the config.
     /// Repeatable; earlier mirrors win on a tie. Default: the mirrors of the config file.
     #[arg(short, long = "mirror", value_name = "MIRROR")]
     pub mirrors: Vec<String>,
@@ -214,10 +219,10 @@ pub enum KeysCommand {
 
 #[derive(Debug, Args)]
 pub struct MirrorCmdArgs {
-    /// Buildcache to copy: path, file://, http(s)://, or a mirror name from the config.
+    /// Buildcache to copy: path, file://, http(s)://, s3://, or a mirror name from the config.
     #[arg(value_name = "SRC")]
     pub src: String,
-    /// Where to write the copy (path or file://). Omitted with --bundle.
+    /// Where to write the copy (path, file:// or s3://). Omitted with --bundle.
     #[arg(value_name = "DEST")]
     pub dest: Option<String>,
     /// Spec queries: copy only the run/link closures of their best matches (default: everything).
@@ -248,7 +253,7 @@ pub struct ImportArgs {
     /// Bundle written by `sf-cache mirror SRC --bundle FILE`.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
-    /// Where to write the buildcache (path or file://).
+    /// Where to write the buildcache (path, file:// or s3://).
     #[arg(value_name = "DEST")]
     pub dest: String,
     /// Concurrent transfers (default: 8).
@@ -262,7 +267,7 @@ pub struct PublishArgs {
     /// Installed prefixes (each holds `.spack/spec.json`), installed by sf-cache or by Spack.
     #[arg(value_name = "PREFIX", required = true, num_args = 1..)]
     pub prefixes: Vec<PathBuf>,
-    /// Buildcache to write: path or file:// (s3:// once the S3 store is available).
+    /// Buildcache to write: path, file:// or s3://bucket/prefix.
     #[arg(long, value_name = "DEST")]
     pub to: String,
     /// Armored OpenPGP secret key that signs the manifests (passphrase: $SF_CACHE_KEY_PASSPHRASE
@@ -291,7 +296,7 @@ pub struct PublishArgs {
 
 #[derive(Debug, Args)]
 pub struct UpdateIndexArgs {
-    /// Buildcache whose index is rebuilt from the spec manifests present: path or file://.
+    /// Buildcache whose index is rebuilt from the spec manifests present: path, file:// or s3://.
     #[arg(value_name = "DEST")]
     pub dest: String,
     /// Concurrent reads (default: 8).

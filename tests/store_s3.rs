@@ -7,8 +7,7 @@
 //! `Authorization`) and injects 5xx errors.
 
 mod common;
-#[path = "common/s3.rs"]
-mod s3_support;
+use common::s3 as s3_support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -23,7 +23,7 @@ fn open_dest(ctx: &Context, dest: &str) -> Result<Store, Failure> {
         .map_err(|e| Failure::usage(format!("destination `{dest}`: {e}")))?;
     if store.kind() == crate::store::StoreKind::Http {
         return Err(Failure::usage(format!(
-            "destination `{dest}` is an HTTP URL, which cannot be written; give a path or file:// URL"
+            "destination `{dest}` is an HTTP URL, which cannot be written; give a path, file:// or s3:// URL"
         )));
     }
     Ok(store)

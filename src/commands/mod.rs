@@ -153,7 +153,28 @@ impl Context {
         if let Some(r) = self.config.network.retries {
             opts.retries = r;
         }
+        opts.s3_endpoint = self.s3_endpoint();
+        opts.s3_path_style = self.config.network.s3_path_style;
         opts
+    }
+
+    /// The S3 endpoint: `--s3-endpoint`, else `$SF_CACHE_S3_ENDPOINT` (read by the store, so
+    /// `None` here), else `[network] s3_endpoint`; `None` leaves `$S3_ENDPOINT_URL` and the AWS
+    /// defaults to the store.
+    fn s3_endpoint(&self) -> Option<String> {
+        let nonempty = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        if let Some(e) = nonempty(&self.global.s3_endpoint) {
+            return Some(e);
+        }
+        if nonempty(&std::env::var(crate::store::S3_ENDPOINT_ENV).ok()).is_some() {
+            return None;
+        }
+        nonempty(&self.config.network.s3_endpoint)
     }
 
     /// Open one mirror named by a URL, a path, or a config mirror name.
@@ -173,7 +194,7 @@ impl Context {
         };
         let store = Store::open(&url, &self.store_options(token_env.as_deref())).map_err(|e| {
             Failure::usage(format!(
-                "mirror `{spec}`: {e}; give a URL (file://, http://, https://), a path, or a mirror name from the config"
+                "mirror `{spec}`: {e}; give a URL (file://, http://, https://, s3://), a path, or a mirror name from the config"
             ))
         })?;
         let url = store.display_url();

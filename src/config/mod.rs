@@ -127,6 +127,12 @@ pub struct NetworkConfig {
     pub retries: Option<u32>,
     /// Alternative netrc file (default `$NETRC` or `~/.netrc`).
     pub netrc: Option<PathBuf>,
+    /// Endpoint of an S3-compatible server for `s3://` locations (MinIO, Ceph, …), e.g.
+    /// `http://127.0.0.1:9000`. `--s3-endpoint` and `SF_CACHE_S3_ENDPOINT` override it.
+    pub s3_endpoint: Option<String>,
+    /// Path-style S3 addressing (`endpoint/bucket/key`); default: on exactly when a custom
+    /// endpoint is in use.
+    pub s3_path_style: Option<bool>,
 }
 
 /// The config file (`config.toml`).
@@ -235,6 +241,10 @@ projection = "{name}-{version}-{hash:7}"
 
 [trust]
 pinned = ["FDEA90667641505264EFD114DFB92630BCA5AB71"]
+
+[network]
+s3_endpoint = "http://127.0.0.1:9000"
+s3_path_style = false
 "#,
             Path::new("c.toml"),
         )
@@ -243,6 +253,11 @@ pinned = ["FDEA90667641505264EFD114DFB92630BCA5AB71"]
         assert!(c.mirrors[0].signed);
         assert!(!c.mirror_named("local").unwrap().signed);
         assert_eq!(c.trust.pinned.len(), 1);
+        assert_eq!(
+            c.network.s3_endpoint.as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(c.network.s3_path_style, Some(false));
     }
 
     #[test]

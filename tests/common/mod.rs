@@ -3,10 +3,12 @@
 //! - [`fixtures_dir`]: where the real Spack-made caches live.
 //! - [`copy_tree`]: copy a fixture cache into a temp dir before breaking it.
 //! - [`http_server`]: a real HTTP/1.1 server on 127.0.0.1 with fault injection.
+//! - [`s3`]: the local S3-compatible server (moto) and a fresh bucket per test.
 #![allow(dead_code)]
 
 pub mod cli;
 pub mod http_server;
+pub mod s3;
 
 #[allow(unused_imports)]
 pub use http_server::{Fault, HttpServer, RequestRecord, ALWAYS};

@@ -5,8 +5,7 @@
 //! (they do not skip) when it does not answer; start it with
 //! `pip install "moto[server]" && moto_server -H 127.0.0.1 -p 9000` (`.ci/run` does this).
 //!
-//! Use: `#[path = "common/s3.rs"] mod s3_support;` (or `common::s3` once `common/mod.rs`
-//! declares it).
+//! Use: `mod common;` then `common::s3::require_server()`, `common::s3::fresh_bucket(…)`.
 #![allow(dead_code)]
 
 use std::net::{TcpStream, ToSocketAddrs};
