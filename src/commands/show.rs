@@ -101,7 +101,7 @@ pub async fn run(ctx: &Context, args: &ShowArgs) -> CmdResult {
     let verified = futures_util::future::join_all(
         binaries
             .iter()
-            .map(|n| VerifiedEntry::fetch_any(&catalog, &n.hash, &trust)),
+            .map(|n| VerifiedEntry::fetch_any(catalog, &n.hash, &trust)),
     )
     .await;
     let mut entries = Vec::new();
@@ -196,7 +196,7 @@ pub async fn run(ctx: &Context, args: &ShowArgs) -> CmdResult {
     if ctx.out.json {
         ctx.out.json(&report)?;
     } else {
-        print_human(ctx, &catalog, &report)?;
+        print_human(ctx, catalog, &report)?;
     }
     Ok(())
 }
