@@ -107,14 +107,19 @@ impl IndexCache {
 }
 
 /// Store a cache file atomically (temp file, fsync, rename); a failure only costs a refetch later.
+///
+/// No fsync: every cache file is checked again when read (by checksum or signature), so a torn
+/// file after a crash is only a cache miss. An identical file already in place is left alone.
 fn write_cache_file(path: &Path, bytes: &[u8]) {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return;
+    }
     {
         let result = (|| -> std::io::Result<()> {
             let dir = path.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(dir)?;
             let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
             std::io::Write::write_all(&mut tmp, bytes)?;
-            tmp.as_file().sync_all()?;
             tmp.persist(path).map_err(|e| e.error)?;
             Ok(())
         })();

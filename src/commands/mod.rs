@@ -198,15 +198,17 @@ impl Context {
             ))
         })?;
         let url = store.display_url();
+        // A local directory needs neither a metadata cache nor an offline mode.
+        let remote = store.kind() != crate::store::StoreKind::File;
         Ok(Mirror {
             name,
-            meta_cache: Some(
+            meta_cache: remote.then(|| {
                 self.paths
                     .cache_dir
                     .join("meta")
-                    .join(crate::buildcache::mirror::mirror_id(&url)),
-            ),
-            offline: self.offline,
+                    .join(crate::buildcache::mirror::mirror_id(&url))
+            }),
+            offline: self.offline && remote,
             url,
             store,
             signed,

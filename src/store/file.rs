@@ -389,8 +389,11 @@ fn write_temp(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // 0666 minus the umask, like any newly created file: published blobs must be readable by the
+    // web server that serves the directory (tempfile's default would be 0600).
     let tmp = tempfile::Builder::new()
         .prefix(&format!("{TMP_PREFIX}{name}."))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(&dir)
         .map_err(|e| (dir.clone(), e))?;
     let tmp_path = tmp.path().to_path_buf();
@@ -408,6 +411,28 @@ fn write_temp(
 mod tests {
     use super::*;
     use futures_util::StreamExt;
+
+    #[tokio::test]
+    async fn written_objects_are_world_readable_under_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStore::new(dir.path().to_path_buf());
+        s.put_bytes("blobs/x", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        // SAFETY: umask only swaps the process mask; it is restored right away.
+        let mask = unsafe {
+            let m = libc::umask(0o022);
+            libc::umask(m);
+            m
+        };
+        let mode = std::fs::metadata(dir.path().join("blobs/x"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o666 & !(mask as u32), "mode {mode:o}");
+    }
 
     #[tokio::test]
     async fn put_get_list_stream() {
