@@ -36,20 +36,6 @@ fn install(home: &Home, mirror: &str, root: &Path, extra: &[&str]) -> Output {
     home.run(&args)
 }
 
-fn prefix_of(root: &Path, name: &str) -> PathBuf {
-    std::fs::read_dir(root)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(&format!("{name}-"))
-        })
-        .unwrap_or_else(|| panic!("{name} not installed in {root:?}"))
-}
-
 fn run_program(path: &Path) -> (i32, String, String) {
     let o = std::process::Command::new(path).output().unwrap();
     (

@@ -17,7 +17,7 @@ use std::process::{Output, Stdio};
 use common::cli::*;
 use common::s3;
 use common::HttpServer;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const SECRET: &str = "keys/sf-cache-fixture.secret.asc";
 
@@ -51,20 +51,6 @@ fn run_json(home: &Home, args: &[&str]) -> Value {
     let mut a = vec!["--json"];
     a.extend_from_slice(args);
     json(&run(home, &a))
-}
-
-fn prefix_of(root: &Path, name: &str) -> PathBuf {
-    std::fs::read_dir(root)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(&format!("{name}-"))
-        })
-        .unwrap_or_else(|| panic!("{name} not installed in {root:?}"))
 }
 
 /// greet installed in `root` runs, uses libgreet, and reads its data from `root` (never `old`).
@@ -384,53 +370,6 @@ fn unsigned_publish_to_s3_is_refused_by_a_default_install() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     check_greet(&broot, Some(&a));
-}
-
-/// A small synthetic Spack store (`.spack-db/index.json` + independent prefixes).
-fn synthetic_store(dir: &Path, names: &[String]) -> Vec<PathBuf> {
-    let store = dir.join("spack-store");
-    let mut installs = serde_json::Map::new();
-    let mut out = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        // 32 base32 characters: 'a'-padded, digits mapped to letters.
-        let hash: String = format!("{:a>32}", format!("s{i}"))
-            .chars()
-            .map(|c| {
-                if c.is_ascii_digit() {
-                    (b'a' + (c as u8 - b'0')) as char
-                } else {
-                    c
-                }
-            })
-            .collect();
-        let p = store.join(format!("linux-x86_64/{name}-1.0-{hash}"));
-        std::fs::create_dir_all(p.join(".spack")).unwrap();
-        std::fs::create_dir_all(p.join("share")).unwrap();
-        let node = json!({
-            "name": name, "version": "1.0",
-            "arch": {"platform": "linux", "platform_os": "debian12", "target": "x86_64"},
-            "namespace": "builtin", "parameters": {"build_system": "generic"},
-            "annotations": {"original_specfile_version": 5},
-            "hash": hash,
-        });
-        std::fs::write(
-            p.join(".spack/spec.json"),
-            serde_json::to_vec(&json!({"spec": {"_meta": {"version": 5}, "nodes": [node]}}))
-                .unwrap(),
-        )
-        .unwrap();
-        let text = format!("{name} lives in {}\n", p.display()).repeat(5_000);
-        std::fs::write(p.join("share/data.txt"), text).unwrap();
-        installs.insert(hash, json!({"spec": {}, "path": s(&p), "installed": true}));
-        out.push(p);
-    }
-    std::fs::create_dir_all(store.join(".spack-db")).unwrap();
-    std::fs::write(
-        store.join(".spack-db/index.json"),
-        serde_json::to_vec(&json!({"database": {"version": "8", "installs": installs}})).unwrap(),
-    )
-    .unwrap();
-    out
 }
 
 #[test]

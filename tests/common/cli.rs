@@ -163,3 +163,74 @@ pub fn flip_byte(path: &Path, at: usize) {
     b[i] = if b[i] == b'0' { b'1' } else { b'0' };
     std::fs::write(path, b).unwrap();
 }
+
+/// The installed prefix of package `name` in an sf-cache root with the default projection.
+pub fn prefix_of(root: &Path, name: &str) -> PathBuf {
+    std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{name}-"))
+        })
+        .unwrap_or_else(|| panic!("{name} not installed in {root:?}"))
+}
+
+/// A small synthetic Spack store (`.spack-db/index.json` + prefixes with `.spack/spec.json`), for
+/// tests that need many independent packages to publish.
+pub fn synthetic_store(dir: &Path, names: &[String]) -> Vec<PathBuf> {
+    let store = dir.join("spack-store");
+    let mut installs = serde_json::Map::new();
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let hash: String = format!("{:a>32}", format!("z{i}"))
+            .chars()
+            .map(|c| {
+                if c.is_ascii_digit() {
+                    (b'a' + (c as u8 - b'0')) as char
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let p = store.join(format!("linux-x86_64/{name}-1.0-{hash}"));
+        std::fs::create_dir_all(p.join(".spack")).unwrap();
+        std::fs::create_dir_all(p.join("share")).unwrap();
+        let node = serde_json::json!({
+            "name": name, "version": "1.0",
+            "arch": {"platform": "linux", "platform_os": "debian12", "target": "x86_64"},
+            "namespace": "builtin", "parameters": {"build_system": "generic"},
+            "annotations": {"original_specfile_version": 5},
+            "hash": hash,
+        });
+        std::fs::write(
+            p.join(".spack/spec.json"),
+            serde_json::to_vec(
+                &serde_json::json!({"spec": {"_meta": {"version": 5}, "nodes": [node]}}),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        // Some bulk so packing takes a moment.
+        let text = format!("{name} lives in {}\n", p.display()).repeat(20_000);
+        std::fs::write(p.join("share/data.txt"), text).unwrap();
+        installs.insert(
+            hash,
+            serde_json::json!({"spec": {}, "path": p.to_str().unwrap(), "installed": true}),
+        );
+        out.push(p);
+    }
+    std::fs::create_dir_all(store.join(".spack-db")).unwrap();
+    std::fs::write(
+        store.join(".spack-db/index.json"),
+        serde_json::to_vec(
+            &serde_json::json!({"database": {"version": "8", "installs": installs}}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    out
+}
