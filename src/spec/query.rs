@@ -163,6 +163,10 @@ impl<'a> Parser<'a> {
                 if v.is_empty() {
                     return Err(self.unexpected(st, "'key=' must be followed by a value"));
                 }
+                if v.starts_with('=') {
+                    // `key===v` has no meaning (`key==v` is the most Spack allows).
+                    return Err(self.unexpected(st, "a value cannot start with '='; quote it"));
+                }
                 Ok(v.to_string())
             }
         }
