@@ -333,20 +333,7 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 
 /// `bytes start-end/total` → (start, total).
 fn parse_content_range(h: &HeaderMap) -> Option<(u64, Option<u64>)> {
-    let v = h.get(CONTENT_RANGE)?.to_str().ok()?.trim();
-    let rest = v.strip_prefix("bytes ")?;
-    let (range, total) = rest.split_once('/')?;
-    let (start, end) = range.split_once('-')?;
-    let start: u64 = start.trim().parse().ok()?;
-    let end: u64 = end.trim().parse().ok()?;
-    if end < start {
-        return None;
-    }
-    let total = match total.trim() {
-        "*" => None,
-        t => Some(t.parse().ok()?),
-    };
-    Some((start, total))
+    super::parse_content_range(h.get(CONTENT_RANGE)?.to_str().ok()?)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

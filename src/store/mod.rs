@@ -459,6 +459,24 @@ pub fn backoff_delay(base: Duration, attempt: u32) -> Duration {
     capped + capped.mul_f64(jitter)
 }
 
+/// A `Content-Range` value `bytes start-end/total` → (start, total); `*` totals are `None`.
+/// Shared by the HTTP and S3 backends.
+pub(crate) fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end: u64 = end.trim().parse().ok()?;
+    if end < start {
+        return None;
+    }
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some((start, total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

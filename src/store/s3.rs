@@ -367,7 +367,7 @@ impl S3Store {
             }
             Err(e) => return Err(self.map_err(&url, e, client.anonymous)),
         };
-        let (start, total_len) = match out.content_range().and_then(parse_content_range) {
+        let (start, total_len) = match out.content_range().and_then(super::parse_content_range) {
             Some((start, total)) => (start, total),
             None => (0, out.content_length().and_then(|l| u64::try_from(l).ok())),
         };
@@ -682,23 +682,6 @@ fn part_size(len: u64) -> u64 {
     MIN_PART_SIZE.max(len.div_ceil(MAX_PARTS).div_ceil(mib) * mib)
 }
 
-/// `bytes start-end/total` → (start, total).
-fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
-    let rest = v.trim().strip_prefix("bytes ")?;
-    let (range, total) = rest.split_once('/')?;
-    let (start, end) = range.split_once('-')?;
-    let start: u64 = start.trim().parse().ok()?;
-    let end: u64 = end.trim().parse().ok()?;
-    if end < start {
-        return None;
-    }
-    let total = match total.trim() {
-        "*" => None,
-        t => Some(t.parse().ok()?),
-    };
-    Some((start, total))
-}
-
 async fn build_client(inner: &Inner) -> Result<Client, StoreError> {
     let region = RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
         .or_else(ProfileFileRegionProvider::new())
@@ -815,9 +798,15 @@ mod tests {
 
     #[test]
     fn content_range() {
-        assert_eq!(parse_content_range("bytes 5-9/10"), Some((5, Some(10))));
-        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
-        assert_eq!(parse_content_range("bytes 9-5/10"), None);
-        assert_eq!(parse_content_range("junk"), None);
+        assert_eq!(
+            crate::store::parse_content_range("bytes 5-9/10"),
+            Some((5, Some(10)))
+        );
+        assert_eq!(
+            crate::store::parse_content_range("bytes 5-9/*"),
+            Some((5, None))
+        );
+        assert_eq!(crate::store::parse_content_range("bytes 9-5/10"), None);
+        assert_eq!(crate::store::parse_content_range("junk"), None);
     }
 }
