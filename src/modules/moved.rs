@@ -224,7 +224,7 @@ fn check_binaries(
                 format!("move the tree to a path of at most {old_len} characters")
             } else {
                 format!(
-                "move the tree to a path of exactly {old_len} characters, or of at most {} (a string this short can shrink only by 8 or more)",
+                "move the tree to a path of at most {} characters (a C string that short can only be replaced by one at least 8 characters shorter, as in Spack)",
                 old_len.saturating_sub(binary::SUFFIX_SAFETY_SIZE + 1)
             )
             },
@@ -671,6 +671,90 @@ mod tests {
         );
         assert_eq!(recorded_root("/old/xgreet", Path::new("greet")), None);
         assert_eq!(recorded_root("/old/other", Path::new("greet")), None);
+    }
+
+    fn pending_with_binary(dir: &Path, content: &[u8]) -> Pending {
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::write(dir.join("bin/tool"), content).unwrap();
+        Pending {
+            prefix: dir.to_path_buf(),
+            receipt: Receipt {
+                format: 1,
+                name: "tool".into(),
+                version: "1".into(),
+                hash: "h".into(),
+                prefix: String::new(),
+                mirror: String::new(),
+                layout: String::new(),
+                metadata_path: String::new(),
+                metadata_digest: String::new(),
+                tarball_digest: String::new(),
+                signature_status: String::new(),
+                signature_fingerprint: None,
+                dependencies: vec![],
+                explicit: true,
+                installed_at_unix: 0,
+                spec: serde_json::Value::Null,
+            },
+            lists: RelocateLists {
+                binaries: vec![PathBuf::from("bin/tool")],
+                ..RelocateLists::default()
+            },
+        }
+    }
+
+    #[test]
+    fn binaries_are_checked_before_anything_is_written() {
+        let d = tempfile::tempdir().unwrap();
+        let map = |old: &str, new: &str| {
+            PrefixMap::from_pairs([
+                (
+                    format!("{old}/tool-1-abcdefgh"),
+                    format!("{new}/tool-1-abcdefgh"),
+                ),
+                (old.to_string(), new.to_string()),
+            ])
+        };
+        // A string below a package prefix shrinks by any amount, or keeps its length.
+        let p = pending_with_binary(d.path(), b"xx/old/root/tool-1-abcdefgh/share\0yy");
+        for new in ["/old/rooX", "/old/roo", "/o/r", "/old/ro"] {
+            check_binaries(
+                &p,
+                &map("/old/root", new),
+                Path::new(new),
+                Path::new("/old/root"),
+            )
+            .unwrap();
+        }
+        // Longer: refused, naming the length that works.
+        let e = check_binaries(
+            &p,
+            &map("/old/root", "/old/rooot"),
+            Path::new("/old/rooot"),
+            Path::new("/old/root"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("at most 9 characters"), "{e}");
+        assert!(e.contains("bin/tool"), "{e}");
+        // The bare root with a short C string after it: only 8+ shorter works (Spack's rule).
+        let p = pending_with_binary(d.path(), b"xx/old/rootdir/lib\0yy");
+        let old = Path::new("/old/rootdir");
+        let e = check_binaries(
+            &p,
+            &map("/old/rootdir", "/old/rootxyz"),
+            Path::new("/old/rootxyz"),
+            old,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("at most 4 characters"), "{e}");
+        check_binaries(&p, &map("/old/rootdir", "/o"), Path::new("/o"), old).unwrap();
+        // Nothing was written by the checks.
+        assert_eq!(
+            std::fs::read(d.path().join("bin/tool")).unwrap(),
+            b"xx/old/rootdir/lib\0yy"
+        );
     }
 
     #[test]
