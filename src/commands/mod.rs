@@ -1,6 +1,7 @@
 //! One file per subcommand; this file holds what they share: the context built from global flags
 //! and the config, and the error type that carries an exit code.
 
+pub mod build;
 pub mod install;
 pub mod keys;
 pub mod lifecycle;
