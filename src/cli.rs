@@ -152,7 +152,7 @@ pub struct InstallArgs {
     #[arg(long)]
     pub allow_setuid: bool,
     /// When no mirror has a match, build the query from source (`sf-cache build`) and install
-    /// the result from the local buildcache.
+    /// the result from the local buildcache (not with --dry-run: a miss is reported).
     #[arg(long)]
     pub build_on_miss: bool,
     #[command(flatten)]

@@ -225,6 +225,21 @@ fn install_builds_on_a_miss() {
         h.dir.path().join("r0").to_str().unwrap(),
     ]);
     assert_eq!(code(&out), 4, "{}", stderr(&out));
+    // --dry-run reports the miss and builds nothing.
+    let out = h.run(&[
+        "install",
+        "sf-hello",
+        "--build-on-miss",
+        "--dry-run",
+        "--runtime",
+        "host",
+        "--spack-root",
+        spack,
+        "--root",
+        h.dir.path().join("r0").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert_eq!(logs(&h), 0);
     let (out, _) = install_and_run(
         &h,
         &[

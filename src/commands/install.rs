@@ -109,7 +109,7 @@ pub async fn run(ctx: Context, args: &InstallArgs) -> CmdResult {
         let query = parse_query(std::slice::from_ref(q))?;
         let hash = match catalog.best_match(&query, &host) {
             Ok(e) => e.spec.hash.clone(),
-            Err(e) if args.build_on_miss && e.exit_code() == exit::NO_MATCH => {
+            Err(e) if args.build_on_miss && !args.dry_run && e.exit_code() == exit::NO_MATCH => {
                 catalog = super::build::on_miss(&ctx, q, args).await?;
                 catalog.best_match(&query, &host)?.spec.hash.clone()
             }
