@@ -400,3 +400,51 @@ fn docker_runtime_for_real() {
     install_and_run(&h, &[]);
     assert_eq!(logs(&h), 2);
 }
+
+#[test]
+fn publish_elsewhere_with_a_given_key() {
+    let h = Home::trusting();
+    let spack = stand_in(h.dir.path());
+    let dest = h.dir.path().join("site-cache");
+    let out = h
+        .cmd()
+        .args([
+            "--json",
+            "build",
+            "sf-hello",
+            "--runtime",
+            "host",
+            "--spack-root",
+        ])
+        .arg(&spack)
+        .arg("--publish")
+        .arg(&dest)
+        .arg("--key")
+        .arg(fx("keys/sf-cache-fixture.secret.asc"))
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(v["publish"]["signing_key"], fixture_fingerprint().as_str());
+    assert!(dest
+        .join("v3/manifests/index/index.manifest.json")
+        .is_file());
+    // No local key was made, nothing went to the local buildcache.
+    assert!(!h.dir.path().join("keys/local-build.secret").exists());
+    assert!(!build_home(&h)
+        .join("buildcache/v3/manifests/index/index.manifest.json")
+        .exists());
+    // --publish needs --key.
+    let out = h.run(&["build", "sf-hello", "--publish", dest.to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    // Installing with the same destination finds the build there (no second build).
+    let (_, _) = install_and_run(
+        &h,
+        &[
+            "--publish",
+            dest.to_str().unwrap(),
+            "--key",
+            fx("keys/sf-cache-fixture.secret.asc").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(logs(&h), 1);
+}
