@@ -95,6 +95,9 @@ pub enum Command {
     Relocate(RelocateArgs),
     /// Write one relocatable .tar.gz of installed packages with a view and Lmod modules.
     Export(ExportArgs),
+    /// Build a spec from source with Spack (in a container or on the host) and publish it into
+    /// the local buildcache.
+    Build(BuildArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -154,6 +157,12 @@ pub struct InstallArgs {
     /// Keep setuid/setgid bits from archives (refused by default).
     #[arg(long)]
     pub allow_setuid: bool,
+    /// When no mirror has a match, build the query from source (`sf-cache build`) and install
+    /// the result from the local buildcache (not with --dry-run: a miss is reported).
+    #[arg(long)]
+    pub build_on_miss: bool,
+    #[command(flatten)]
+    pub build: BuildFlags,
 }
 
 #[derive(Debug, Args)]
@@ -364,4 +373,60 @@ pub struct ExportArgs {
     /// Directory of module templates overriding the built-in ones.
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
+/// How `build` (and `install --build-on-miss`) runs Spack.
+#[derive(Debug, Args, Clone, Default)]
+pub struct BuildFlags {
+    /// Where Spack runs: docker, podman, apptainer or host (default: `[build] runtime`, else
+    /// the first of docker, podman, apptainer on PATH).
+    #[arg(long, value_name = "RUNTIME", help_heading = "Source build")]
+    pub runtime: Option<String>,
+    /// Container image with Spack and a compiler (default: `[build] image`, else
+    /// `sf-cache-build:bookworm`).
+    #[arg(long, value_name = "IMAGE", help_heading = "Source build")]
+    pub image: Option<String>,
+    /// A Spack checkout: run directly by `--runtime host`, mounted into containers.
+    #[arg(long, value_name = "DIR", help_heading = "Source build")]
+    pub spack_root: Option<PathBuf>,
+    /// Keep the build's stage directory (and its environment) for inspection.
+    #[arg(long, help_heading = "Source build")]
+    pub keep_stage: bool,
+    /// Publish the build into this buildcache (path, file:// or s3://) instead of the local one.
+    #[arg(
+        long,
+        value_name = "DEST",
+        requires = "key",
+        help_heading = "Source build"
+    )]
+    pub publish: Option<String>,
+    /// Armored secret key that signs what --publish writes (passphrase:
+    /// $SF_CACHE_KEY_PASSPHRASE).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "publish",
+        help_heading = "Source build"
+    )]
+    pub key: Option<PathBuf>,
+    /// Extra environment variable for Spack (repeatable).
+    #[arg(
+        long = "build-env",
+        value_name = "NAME=VALUE",
+        help_heading = "Source build"
+    )]
+    pub build_env: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The spec to build, e.g. `slurm@25.11 +nvml %gcc@13.4.0` or `sf-hello`.
+    #[arg(value_name = "QUERY", required = true, num_args = 1..)]
+    pub query: Vec<String>,
+    /// Mirrors Spack may reuse binaries from (default: the mirrors of the config file).
+    #[command(flatten)]
+    pub mirrors: MirrorArgs,
+    /// Parallel build jobs (`spack install -j`; default `[build] jobs`, else Spack's).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub flags: BuildFlags,
 }

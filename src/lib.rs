@@ -1,4 +1,5 @@
 //! sf-cache: a native client for Spack binary buildcaches.
+pub mod build;
 pub mod buildcache;
 pub mod cli;
 pub mod commands;

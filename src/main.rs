@@ -66,6 +66,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Module(a) => commands::module::run(&ctx, a),
             Command::Relocate(a) => commands::relocate::run(&ctx, a),
             Command::Export(a) => commands::export::run(&ctx, a),
+            Command::Build(a) => commands::build::run(&ctx, a).await,
             Command::Completions { .. } | Command::Man => Ok(()),
         }
     })

@@ -102,13 +102,19 @@ pub async fn run(ctx: Context, args: &InstallArgs) -> CmdResult {
         }
     }
 
-    let catalog = ctx.catalog(&args.mirrors).await?;
-    let trust = ctx.trust()?;
+    let mut catalog = super::build::install_catalog(&ctx, args).await?;
     let host = HostTargets::detect();
     let mut roots: Vec<String> = Vec::new();
     for q in &args.query {
         let query = parse_query(std::slice::from_ref(q))?;
-        let hash = catalog.best_match(&query, &host)?.spec.hash.clone();
+        let hash = match catalog.best_match(&query, &host) {
+            Ok(e) => e.spec.hash.clone(),
+            Err(e) if args.build_on_miss && !args.dry_run && e.exit_code() == exit::NO_MATCH => {
+                catalog = super::build::on_miss(&ctx, q, args).await?;
+                catalog.best_match(&query, &host)?.spec.hash.clone()
+            }
+            Err(e) => return Err(e.into()),
+        };
         if !roots.contains(&hash) {
             roots.push(hash);
         }
@@ -120,6 +126,8 @@ pub async fn run(ctx: Context, args: &InstallArgs) -> CmdResult {
             }
         }
     }
+    // After a build on a miss: its local signing key is trusted now.
+    let trust = ctx.trust()?;
     let plan = Plan::build(&catalog, &trust, &root_dir, &projection, &roots).await?;
     if let Some(lock) = &lock {
         let fresh = plan.lockfile(&catalog);

@@ -2,6 +2,7 @@
 //! and the config, and the error type that carries an exit code.
 
 pub mod export;
+pub mod build;
 pub mod install;
 pub mod keys;
 pub mod lifecycle;

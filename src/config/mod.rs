@@ -135,6 +135,28 @@ pub struct NetworkConfig {
     pub s3_path_style: Option<bool>,
 }
 
+/// `[build]`: the fallback source build (`sf-cache build`, `install --build-on-miss`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BuildConfig {
+    /// `docker`, `podman`, `apptainer` or `host`; default: the first of docker, podman,
+    /// apptainer found on PATH.
+    pub runtime: Option<String>,
+    /// Container image holding Spack and a compiler (default `sf-cache-build:bookworm`).
+    pub image: Option<String>,
+    /// A Spack checkout: run directly by the `host` runtime, mounted into containers.
+    pub spack_root: Option<PathBuf>,
+    /// Directory overriding the embedded `spack.yaml.j2` / `build.sh.j2` templates.
+    pub templates_dir: Option<PathBuf>,
+    /// Package repository (the directory holding `repo.yaml`) overriding the embedded one.
+    pub repo_dir: Option<PathBuf>,
+    /// Parallel build jobs given to Spack (`spack install -j`).
+    pub jobs: Option<usize>,
+    /// Extra environment variables for Spack (e.g. proxies).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
 /// The config file (`config.toml`).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +169,8 @@ pub struct Config {
     pub trust: TrustConfig,
     #[serde(default)]
     pub network: NetworkConfig,
+    #[serde(default)]
+    pub build: BuildConfig,
     /// Read by the Slurm Factory layer; kept as raw TOML here so this module stays independent.
     #[serde(default)]
     pub slurm_factory: Option<toml::Table>,
@@ -245,6 +269,12 @@ pinned = ["FDEA90667641505264EFD114DFB92630BCA5AB71"]
 [network]
 s3_endpoint = "http://127.0.0.1:9000"
 s3_path_style = false
+
+[build]
+runtime = "podman"
+image = "localhost/spack:1.0"
+jobs = 4
+env = { HTTPS_PROXY = "http://proxy:3128" }
 "#,
             Path::new("c.toml"),
         )
@@ -258,6 +288,9 @@ s3_path_style = false
             Some("http://127.0.0.1:9000")
         );
         assert_eq!(c.network.s3_path_style, Some(false));
+        assert_eq!(c.build.runtime.as_deref(), Some("podman"));
+        assert_eq!(c.build.jobs, Some(4));
+        assert_eq!(c.build.env["HTTPS_PROXY"], "http://proxy:3128");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 
 pub mod progress;
+pub mod status;
 
 use serde::Serialize;
 use tracing_subscriber::EnvFilter;
