@@ -373,6 +373,8 @@ pub struct ExportArgs {
     /// Directory of module templates overriding the built-in ones.
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
+}
+
 /// How `build` (and `install --build-on-miss`) runs Spack.
 #[derive(Debug, Args, Clone, Default)]
 pub struct BuildFlags {
