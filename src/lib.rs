@@ -8,6 +8,7 @@ pub mod install;
 pub mod mirror;
 pub mod publish;
 pub mod relocate;
+pub mod slurm_factory;
 pub mod spec;
 pub mod store;
 pub mod trust;
