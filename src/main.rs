@@ -63,6 +63,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Import(a) => commands::mirror::import(&ctx, a).await,
             Command::Publish(a) => commands::publish::run(&ctx, a).await,
             Command::UpdateIndex(a) => commands::publish::update_index(&ctx, a).await,
+            Command::Slurm(c) => commands::slurm::run(&ctx, c).await,
             Command::Completions { .. } | Command::Man => Ok(()),
         }
     })

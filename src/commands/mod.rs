@@ -8,6 +8,7 @@ pub mod list;
 pub mod mirror;
 pub mod publish;
 pub mod show;
+pub mod slurm;
 
 use std::fmt;
 use std::path::PathBuf;
