@@ -6,6 +6,7 @@ pub mod config;
 pub mod fetch;
 pub mod install;
 pub mod mirror;
+pub mod modules;
 pub mod publish;
 pub mod relocate;
 pub mod slurm_factory;

@@ -164,39 +164,46 @@ impl InstallRoot {
 
     /// Every package installed here, by reading the receipts at projection depth.
     pub fn installed(&self) -> Vec<(PathBuf, Receipt)> {
-        let depth = self.projection.as_str().split('/').count();
-        let mut dirs = vec![self.dir.clone()];
-        for _ in 0..depth {
-            let mut next = Vec::new();
-            for d in dirs {
-                if let Ok(rd) = std::fs::read_dir(&d) {
-                    for e in rd.flatten() {
-                        let name = e.file_name();
-                        if name.to_string_lossy().starts_with('.') {
-                            continue;
-                        }
-                        if e.file_type().is_ok_and(|t| t.is_dir()) {
-                            next.push(e.path());
-                        }
+        installed_in(&self.dir, &self.projection)
+    }
+}
+
+/// The packages installed in the root `dir` laid out with `projection`, read from their receipts
+/// without taking the root's lock (for readers that may run while the lock is held, e.g. module
+/// generation right after an install). Sorted by name, then version.
+pub fn installed_in(dir: &Path, projection: &Projection) -> Vec<(PathBuf, Receipt)> {
+    let depth = projection.as_str().split('/').count();
+    let mut dirs = vec![dir.to_path_buf()];
+    for _ in 0..depth {
+        let mut next = Vec::new();
+        for d in dirs {
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                for e in rd.flatten() {
+                    let name = e.file_name();
+                    if name.to_string_lossy().starts_with('.') {
+                        continue;
+                    }
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        next.push(e.path());
                     }
                 }
             }
-            dirs = next;
         }
-        let mut out: Vec<(PathBuf, Receipt)> = dirs
-            .into_iter()
-            .filter(|d| d.join(RECEIPT_FILE).is_file())
-            .filter_map(|d| match Receipt::read(&d) {
-                Ok(r) => Some((d, r)),
-                Err(e) => {
-                    warn!("{e}");
-                    None
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| a.1.name.cmp(&b.1.name).then(a.1.version.cmp(&b.1.version)));
-        out
+        dirs = next;
     }
+    let mut out: Vec<(PathBuf, Receipt)> = dirs
+        .into_iter()
+        .filter(|d| d.join(RECEIPT_FILE).is_file())
+        .filter_map(|d| match Receipt::read(&d) {
+            Ok(r) => Some((d, r)),
+            Err(e) => {
+                warn!("{e}");
+                None
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.1.name.cmp(&b.1.name).then(a.1.version.cmp(&b.1.version)));
+    out
 }
 
 /// The absolute, lexically normalised form of a root (symlinks are kept: the path the user

@@ -1,0 +1,383 @@
+//! Lmod modulefiles for installed specs, and the parts that make an install tree movable.
+//!
+//! * [`write_modules`]: render `templates/modules/*.lua.j2` (Jinja2 syntax, minijinja) for
+//!   installed packages into `<module_dir>/<name>/<version>.lua`, atomically. The templates are
+//!   embedded in the binary ([`templates`]); a directory given in [`ModuleOptions`] overrides
+//!   them file by file. Which directories a module prepends is decided here, from what exists in
+//!   the package's prefix ([`layout`]), never in the template.
+//! * [`moved`]: `sf-cache relocate`, which rewrites a moved install root (or an extracted
+//!   export) exactly as an install into that place would have.
+//! * [`export`]: `sf-cache export`, one streamed tarball with a closure's prefixes, a view, the
+//!   modules and the metadata [`moved`] needs.
+
+pub mod layout;
+pub mod templates;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use thiserror::Error;
+use tracing::info;
+
+use crate::install::receipt::Receipt;
+use crate::install::root::{absolute_root, existing_projection, installed_in};
+use crate::install::uninstall::display_name;
+
+pub use templates::Templates;
+
+#[derive(Debug, Error)]
+pub enum ModulesError {
+    #[error("{}: not an sf-cache install root (no .sf-cache/root.json); give the --root that packages were installed into", root.display())]
+    NoRoot { root: PathBuf },
+    #[error("no package with hash `{hash}` is installed in {}; install it first", root.display())]
+    NotInstalled { root: PathBuf, hash: String },
+    #[error("hash prefix `{hash}` matches several installed packages ({candidates}); give more characters of the hash")]
+    Ambiguous { hash: String, candidates: String },
+    #[error("{first} and {second} would both write the module {}; generate them separately (narrow the query) or into different module directories", path.display())]
+    Duplicate {
+        path: PathBuf,
+        first: String,
+        second: String,
+    },
+    #[error("module template {name}: {reason}; fix the template (or remove it from the templates directory to use the built-in one)")]
+    Template { name: String, reason: String },
+    #[error("module templates directory {}: {source}; give a readable directory holding *.lua.j2 files", dir.display())]
+    TemplateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}; check the path and its permissions", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("install root {}: {reason}", root.display())]
+    Root { root: PathBuf, reason: String },
+    #[error("{}: no sf-cache install receipts there; give a moved install root or an extracted export (they hold .sf-cache/root.json and the packages' .spack/sf-cache-receipt.json)", dir.display())]
+    NothingToRelocate { dir: PathBuf },
+    #[error("--from {}: the receipts in {} say the tree was at {}; pass --from {} (or leave --from out)", given.display(), dir.display(), recorded.display(), recorded.display())]
+    FromMismatch {
+        dir: PathBuf,
+        given: PathBuf,
+        recorded: PathBuf,
+    },
+    #[error("{0}")]
+    PathTooLong(Box<TooLong>),
+    #[error("{package}: {source}")]
+    Relocate {
+        package: String,
+        source: crate::relocate::RelocateError,
+    },
+    #[error("{package} depends on {dependency}, which is not installed in {}; install it (sf-cache install) before exporting", root.display())]
+    MissingDependency {
+        root: PathBuf,
+        package: String,
+        dependency: String,
+    },
+    #[error("view name `{name}`: {reason}; pick another --view name")]
+    BadViewName { name: String, reason: String },
+    #[error("signing {}: {reason}", path.display())]
+    Sign { path: PathBuf, reason: String },
+}
+
+/// A moved tree whose new path does not fit the strings compiled into a binary.
+#[derive(Debug)]
+pub struct TooLong {
+    pub dir: PathBuf,
+    pub new_len: usize,
+    pub from: PathBuf,
+    pub old_len: usize,
+    pub file: PathBuf,
+    pub detail: String,
+    pub hint: String,
+}
+
+impl std::fmt::Display for TooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot relocate {} ({} characters) from {} ({} characters): {} holds paths compiled into it and {}; {} (nothing was changed)",
+            self.dir.display(),
+            self.new_len,
+            self.from.display(),
+            self.old_len,
+            self.file.display(),
+            self.detail,
+            self.hint
+        )
+    }
+}
+
+impl ModulesError {
+    /// The exit code for the command line (see `commands::exit`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ModulesError::Ambiguous { .. }
+            | ModulesError::FromMismatch { .. }
+            | ModulesError::BadViewName { .. }
+            | ModulesError::TemplateDir { .. } => 2,
+            ModulesError::NotInstalled { .. } => 4,
+            _ => 1,
+        }
+    }
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModulesError + '_ {
+    move |source| ModulesError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub struct ModuleOptions {
+    /// Where `<name>/<version>.lua` files are written.
+    pub module_dir: PathBuf,
+    /// Override templates directory (`slurm.lua.j2`, `generic.lua.j2`, …); None = embedded
+    /// defaults from templates/modules/ (include_str!).
+    pub templates_dir: Option<PathBuf>,
+    /// When Some, each module points at this view (merged tree) instead of the package's prefix.
+    pub view: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WrittenModule {
+    pub name: String,
+    pub version: String,
+    pub hash: String,
+    pub path: PathBuf,
+    pub prefix: PathBuf,
+}
+
+/// Write a file that other users may read (mode 0644) atomically: temporary file in the same
+/// directory, fsync, rename.
+pub(crate) fn write_public(path: &Path, bytes: &[u8]) -> Result<(), ModulesError> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".sf-cache-tmp-")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
+    tmp.write_all(bytes).map_err(io_err(path))?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+        .map_err(io_err(path))?;
+    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
+    Ok(())
+}
+
+/// The environment variable that overrides a module's prefix: `<NAME>_INSTALL_PREFIX`, the name
+/// upper-cased with every character other than A-Z, 0-9 and `_` turned into `_`.
+pub fn prefix_variable(name: &str) -> String {
+    format!("{}_INSTALL_PREFIX", env_stem(name))
+}
+
+/// `<NAME>_ROOT`, as Spack's own modules set it.
+pub fn root_variable(name: &str) -> String {
+    format!("{}_ROOT", env_stem(name))
+}
+
+fn env_stem(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}
+
+/// `<module_dir>/<name>/<version>.lua`, with `/` in either part replaced.
+pub fn module_path(module_dir: &Path, name: &str, version: &str) -> PathBuf {
+    let clean = |s: &str| s.replace(['/', '\0'], "_");
+    module_dir
+        .join(clean(name))
+        .join(format!("{}.lua", clean(version)))
+}
+
+/// Resolve full hashes or unique prefixes against the installed packages (order kept, each
+/// package once).
+pub(crate) fn resolve_hashes<'a>(
+    root: &Path,
+    installed: &'a [(PathBuf, Receipt)],
+    hashes: &[String],
+) -> Result<Vec<&'a (PathBuf, Receipt)>, ModulesError> {
+    let mut out: Vec<&(PathBuf, Receipt)> = Vec::new();
+    for h in hashes {
+        let found = match installed.iter().find(|(_, r)| &r.hash == h) {
+            Some(e) => e,
+            None => {
+                let m: Vec<_> = installed
+                    .iter()
+                    .filter(|(_, r)| !h.is_empty() && r.hash.starts_with(h.as_str()))
+                    .collect();
+                match m.len() {
+                    1 => m[0],
+                    0 => {
+                        return Err(ModulesError::NotInstalled {
+                            root: root.to_path_buf(),
+                            hash: h.clone(),
+                        })
+                    }
+                    _ => {
+                        return Err(ModulesError::Ambiguous {
+                            hash: h.clone(),
+                            candidates: m
+                                .iter()
+                                .map(|(_, r)| display_name(r))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        })
+                    }
+                }
+            }
+        };
+        if !out.iter().any(|(_, r)| r.hash == found.1.hash) {
+            out.push(found);
+        }
+    }
+    Ok(out)
+}
+
+/// The installed packages of a root, without locking it (see [`installed_in`]).
+pub(crate) fn installed_packages(root: &Path) -> Result<Vec<(PathBuf, Receipt)>, ModulesError> {
+    let projection = existing_projection(root)
+        .map_err(|e| ModulesError::Root {
+            root: root.to_path_buf(),
+            reason: e.to_string(),
+        })?
+        .ok_or_else(|| ModulesError::NoRoot {
+            root: root.to_path_buf(),
+        })?;
+    Ok(installed_in(root, &projection))
+}
+
+/// What a template sees.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleContext {
+    pub name: String,
+    pub version: String,
+    pub hash: String,
+    pub short_hash: String,
+    /// `platform-os-target` from the spec, when it says.
+    pub arch: Option<String>,
+    /// The prefix baked into the module (the package's prefix, or the view).
+    pub prefix: String,
+    /// `<NAME>_INSTALL_PREFIX`.
+    pub prefix_var: String,
+    /// `<NAME>_ROOT`.
+    pub root_var: String,
+    /// True when the module points at a view.
+    pub view: bool,
+    /// Environment variable → directories (relative to the prefix) to prepend, only those that
+    /// exist: `PATH`, `MANPATH`, `LD_LIBRARY_PATH`, `PKG_CONFIG_PATH`.
+    pub paths: BTreeMap<String, Vec<String>>,
+    /// Prepend the prefix itself to `CMAKE_PREFIX_PATH`.
+    pub cmake_prefix: bool,
+    /// Default `SLURM_CONF` (the Slurm template).
+    pub default_conf: String,
+    /// `sf-cache <version>`.
+    pub generator: String,
+    /// The template file name used.
+    pub template: String,
+}
+
+/// Default `SLURM_CONF` of the Slurm module.
+pub const DEFAULT_SLURM_CONF: &str = "/etc/slurm/slurm.conf";
+
+fn arch_of(spec: &serde_json::Value) -> Option<String> {
+    let a = spec.get("arch")?;
+    let platform = a.get("platform")?.as_str()?;
+    let os = a.get("platform_os")?.as_str()?;
+    let target = match a.get("target")? {
+        serde_json::Value::String(s) => s.clone(),
+        v => v.get("name")?.as_str()?.to_string(),
+    };
+    Some(format!("{platform}-{os}-{target}"))
+}
+
+/// The template context of one installed package.
+pub fn module_context(package_prefix: &Path, receipt: &Receipt, prefix: &Path) -> ModuleContext {
+    let l = layout::scan(package_prefix);
+    ModuleContext {
+        name: receipt.name.clone(),
+        version: receipt.version.clone(),
+        hash: receipt.hash.clone(),
+        short_hash: receipt.hash.chars().take(7).collect(),
+        arch: arch_of(&receipt.spec),
+        prefix: prefix.display().to_string(),
+        prefix_var: prefix_variable(&receipt.name),
+        root_var: root_variable(&receipt.name),
+        view: false,
+        paths: l.paths,
+        cmake_prefix: l.cmake_prefix,
+        default_conf: DEFAULT_SLURM_CONF.to_string(),
+        generator: format!("sf-cache {}", env!("CARGO_PKG_VERSION")),
+        template: String::new(),
+    }
+}
+
+/// Write (atomically, replacing older ones) the modules of the installed specs with these DAG
+/// hashes (full or unique prefixes) under `root`.
+pub fn write_modules(
+    root: &Path,
+    hashes: &[String],
+    opts: &ModuleOptions,
+) -> Result<Vec<WrittenModule>, ModulesError> {
+    let root = absolute_root(root).map_err(io_err(root))?;
+    let installed = installed_packages(&root)?;
+    let chosen = resolve_hashes(&root, &installed, hashes)?;
+    let templates = Templates::load(opts.templates_dir.as_deref())?;
+    let module_dir = absolute_root(&opts.module_dir).map_err(io_err(&opts.module_dir))?;
+    let view = match &opts.view {
+        Some(v) => Some(absolute_root(v).map_err(io_err(v))?),
+        None => None,
+    };
+
+    // Render everything first: a template error writes nothing.
+    let mut rendered: Vec<(WrittenModule, String, String)> = Vec::new();
+    for (prefix, receipt) in chosen {
+        let target = view.clone().unwrap_or_else(|| prefix.clone());
+        let mut ctx = module_context(prefix, receipt, &target);
+        ctx.view = view.is_some();
+        let text = templates.render(&mut ctx)?;
+        let path = module_path(&module_dir, &receipt.name, &receipt.version);
+        if let Some((_, _, other)) = rendered.iter().find(|(w, _, _)| w.path == path) {
+            return Err(ModulesError::Duplicate {
+                path,
+                first: other.clone(),
+                second: display_name(receipt),
+            });
+        }
+        rendered.push((
+            WrittenModule {
+                name: receipt.name.clone(),
+                version: receipt.version.clone(),
+                hash: receipt.hash.clone(),
+                path,
+                prefix: target,
+            },
+            text,
+            display_name(receipt),
+        ));
+    }
+    let mut written = Vec::new();
+    for (w, text, _) in rendered {
+        write_public(&w.path, text.as_bytes())?;
+        info!("module {} for {}@{}", w.path.display(), w.name, w.version);
+        written.push(w);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests;
