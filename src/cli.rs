@@ -363,6 +363,9 @@ pub struct SlurmInstallArgs {
     /// Where the Lmod module is written (default: ROOT/modules).
     #[arg(long, value_name = "DIR")]
     pub module_dir: Option<PathBuf>,
+    /// Module templates overriding the built-in ones (`slurm.lua.j2`, …).
+    #[arg(long, value_name = "DIR")]
+    pub module_templates: Option<PathBuf>,
     #[command(flatten)]
     pub base: SlurmBaseArgs,
     /// Concurrent downloads (default: 8).

@@ -369,6 +369,16 @@ fn install_takes_the_variant_from_the_right_caches_with_a_view() {
         assert!(target.starts_with(&prefix), "{name}: {target:?}");
     }
 
+    // The Slurm module, pointing at the view (its prefix overridable by SLURM_INSTALL_PREFIX).
+    let module = root.join("modules/slurm/25-11-6-1.lua");
+    assert_eq!(r["modules"][0]["path"], s(&module));
+    assert_eq!(r["modules"][0]["hash"], pkgs["slurm-cpu"].hash.as_str());
+    let text = std::fs::read_to_string(&module).unwrap();
+    assert!(text.contains("family(\"workloadmanager\")"), "{text}");
+    assert!(text.contains("SLURM_INSTALL_PREFIX"), "{text}");
+    assert!(text.contains(&format!("\"{}\"", view.display())), "{text}");
+    assert!(!text.contains(s(&prefix)), "{text}");
+
     // The GPU build into the same root: another Slurm, the same munge and runtime; an old host
     // glibc is warned about, naming both versions.
     let o = home
@@ -381,6 +391,8 @@ fn install_takes_the_variant_from_the_right_caches_with_a_view() {
             "--gpu",
             "--root",
             s(&root),
+            "--module-dir",
+            s(&t.path().join("mods")),
             "--base",
             s(&base),
         ])
@@ -391,6 +403,14 @@ fn install_takes_the_variant_from_the_right_caches_with_a_view() {
     assert_eq!(r["slurm_hash"], pkgs["slurm-gpu"].hash.as_str());
     assert_eq!(r["installed"].as_array().unwrap().len(), 1, "{r:#}");
     assert_eq!(r["already_installed"].as_array().unwrap().len(), 2, "{r:#}");
+    // Without a view the module points at the prefix; --module-dir puts it elsewhere.
+    assert_eq!(r["module_dir"], s(&t.path().join("mods")));
+    let text = std::fs::read_to_string(t.path().join("mods/slurm/25-11-6-1.lua")).unwrap();
+    let gpu_prefix = root.join(format!("slurm-25-11-6-1-{}", pkgs["slurm-gpu"].hash));
+    assert!(
+        text.contains(&format!("\"{}\"", gpu_prefix.display())),
+        "{text}"
+    );
     let err = stderr(&o);
     let warning = err
         .lines()

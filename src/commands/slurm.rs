@@ -2,6 +2,7 @@
 //! build variant (the matrix, variants and URL scheme come from `slurm_factory`).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -13,6 +14,7 @@ use crate::buildcache::catalog::short;
 use crate::buildcache::{BuildcacheError, Catalog, CatalogEntry, Mirror};
 use crate::cli::{InstallArgs, MirrorArgs, SlurmCommand, SlurmInstallArgs, SlurmListArgs};
 use crate::install::installer::InstallReport;
+use crate::modules::{write_modules, ModuleOptions, WrittenModule};
 use crate::slurm_factory::{
     glibc, CacheUrl, FactoryError, SlurmFactory, SlurmRelease, Toolchain, Variant, BASE_ENV,
 };
@@ -402,8 +404,8 @@ struct SlurmInstallOutput<'a> {
     report: &'a InstallReport,
     view: Option<String>,
     module_dir: String,
-    /// The modules written (empty until the module step runs).
-    modules: Vec<serde_json::Value>,
+    /// The modules written.
+    modules: Vec<WrittenModule>,
 }
 
 async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
@@ -527,7 +529,21 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
         .module_dir
         .clone()
         .unwrap_or_else(|| done.root.join("modules"));
-    let modules: Vec<serde_json::Value> = Vec::new();
+    let modules = write_modules(
+        &done.root,
+        std::slice::from_ref(&slurm_hash),
+        &ModuleOptions {
+            module_dir: module_dir.clone(),
+            templates_dir: args.module_templates.clone(),
+            view: done.view.as_ref().map(PathBuf::from),
+        },
+    )
+    .map_err(|e| {
+        Failure::new(
+            e.exit_code(),
+            format!("Slurm is installed, but its module is not: {e}"),
+        )
+    })?;
     report(
         ctx,
         SlurmInstallOutput {
@@ -552,6 +568,15 @@ fn report(ctx: &Context, out: SlurmInstallOutput<'_>, done: &Installed) -> CmdRe
         ctx.out.json(&out)?;
     } else if !ctx.global.quiet {
         print_report_lines(ctx, done)?;
+        for m in &out.modules {
+            ctx.out.line(format!("module {}", m.path.display()))?;
+        }
+        if !out.modules.is_empty() {
+            ctx.out.line(format!(
+                "load it with: module use {} && module load slurm/{}",
+                out.module_dir, out.modules[0].version
+            ))?;
+        }
     }
     Ok(())
 }
