@@ -92,6 +92,12 @@ pub enum Command {
     /// Slurm Factory named caches: Slurm by release and GCC toolchain (`slurm list`, `slurm install`).
     #[command(subcommand)]
     Slurm(SlurmCommand),
+    /// Write Lmod modules (`<name>/<version>.lua`) for installed packages.
+    Module(ModuleArgs),
+    /// Fix up an install root (or an extracted export) after it was moved to another path.
+    Relocate(RelocateArgs),
+    /// Write one relocatable .tar.gz of installed packages with a view and Lmod modules.
+    Export(ExportArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -374,4 +380,60 @@ pub struct SlurmInstallArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ModuleArgs {
+    /// Installed specs to write modules for (one query per argument; default: every installed
+    /// package).
+    #[arg(value_name = "QUERY", num_args = 0..)]
+    pub query: Vec<String>,
+    /// Install root the packages are in.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Where the modules go (`module use DIR`); each is written to DIR/<name>/<version>.lua.
+    #[arg(long, value_name = "DIR")]
+    pub module_dir: PathBuf,
+    /// Point the modules at this view instead of each package's prefix.
+    #[arg(long, value_name = "DIR")]
+    pub view: Option<PathBuf>,
+    /// Directory of templates (`<package>.lua.j2`, `generic.lua.j2`) overriding the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RelocateArgs {
+    /// The install root (or extracted export) at its new place.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Where DIR used to be (default: what the export record or the install receipts say).
+    #[arg(long, value_name = "OLD")]
+    pub from: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Installed specs to export with their link/run dependencies (one query per argument).
+    #[arg(value_name = "QUERY", required = true, num_args = 1..)]
+    pub query: Vec<String>,
+    /// Install root the packages are in.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// The .tar.gz to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Armored OpenPGP secret key: also write a detached signature FILE.asc (passphrase:
+    /// $SF_CACHE_KEY_PASSPHRASE or --passphrase-file).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// File holding the passphrase of --key (first line).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Name of the view directory inside the export.
+    #[arg(long, value_name = "NAME", default_value = "view")]
+    pub view: String,
+    /// Directory of module templates overriding the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
 }

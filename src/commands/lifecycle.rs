@@ -13,7 +13,7 @@ use crate::install::root::InstallRoot;
 use crate::install::{gc, uninstall as uninstaller, verify as verifier, view};
 use crate::spec::{Query, Spec};
 
-fn open_root(dir: &Path) -> Result<InstallRoot, Failure> {
+pub(crate) fn open_root(dir: &Path) -> Result<InstallRoot, Failure> {
     InstallRoot::open(dir, None, false).map_err(|e| {
         Failure::new(
             exit::FAILURE,
@@ -29,7 +29,10 @@ fn receipt_spec(r: &Receipt) -> Option<Spec> {
 }
 
 /// Receipts of `root` matching `query` (all when None).
-fn matching(root: &InstallRoot, query: Option<&Query>) -> Vec<(std::path::PathBuf, Receipt)> {
+pub(crate) fn matching(
+    root: &InstallRoot,
+    query: Option<&Query>,
+) -> Vec<(std::path::PathBuf, Receipt)> {
     let installed = root.installed();
     let Some(q) = query else {
         return installed;

@@ -1,12 +1,15 @@
 //! One file per subcommand; this file holds what they share: the context built from global flags
 //! and the config, and the error type that carries an exit code.
 
+pub mod export;
 pub mod install;
 pub mod keys;
 pub mod lifecycle;
 pub mod list;
 pub mod mirror;
+pub mod module;
 pub mod publish;
+pub mod relocate;
 pub mod show;
 pub mod slurm;
 

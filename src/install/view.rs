@@ -405,6 +405,44 @@ pub fn build_view(
     Ok(report)
 }
 
+/// Build, into the empty directory `build_dir`, the view of `packages` (installed in `root_dir`)
+/// as it must look once it sits at `final_view` (links and record relative to that place), without
+/// touching `final_view` itself. For exports, which ship a view beside the root's prefixes.
+pub fn build_view_as(
+    build_dir: &Path,
+    final_view: &Path,
+    root_dir: &Path,
+    packages: &[(PathBuf, Receipt)],
+) -> Result<ViewReport, ViewError> {
+    let mut b = Builder {
+        view: final_view,
+        final_view,
+        build: build_dir,
+        packages,
+        claims: HashMap::new(),
+        report: ViewReport {
+            view: final_view.to_path_buf(),
+            packages: packages.iter().map(|(_, r)| r.hash.clone()).collect(),
+            links: 0,
+            dirs: 0,
+            shared: 0,
+        },
+    };
+    for i in 0..packages.len() {
+        b.add_package(i)?;
+    }
+    let record = ViewRecord {
+        format: VIEW_FORMAT,
+        root: relative(final_view, root_dir).display().to_string(),
+        hashes: b.report.packages.clone(),
+    };
+    let bytes = serde_json::to_vec_pretty(&record)
+        .map_err(|e| io(build_dir)(std::io::Error::other(e.to_string())))?;
+    let marker = build_dir.join(VIEW_MARKER);
+    write_atomic(&marker, &bytes).map_err(io(&marker))?;
+    Ok(b.report)
+}
+
 /// Replace `view` by `build` (both in `parent`).
 fn swap_in(build: &Path, view: &Path, parent: &Path, name: &OsString) -> Result<(), ViewError> {
     match std::fs::symlink_metadata(view) {

@@ -10,7 +10,9 @@
 //! * [`export`]: `sf-cache export`, one streamed tarball with a closure's prefixes, a view, the
 //!   modules and the metadata [`moved`] needs.
 
+pub mod export;
 pub mod layout;
+pub mod moved;
 pub mod templates;
 
 use std::collections::BTreeMap;

@@ -627,6 +627,63 @@ pub(crate) fn clearsign_unchecked(
     data: &[u8],
     hash: HashAlgorithm,
 ) -> Result<Vec<u8>> {
+    let keypair = signing_keypair(secret_armored, passphrase)?;
+    let sign_err = |e: openpgp::anyhow::Error| TrustError::Signing(format!("{e:#}"));
+    let mut sink = Vec::new();
+    {
+        let message = Message::new(&mut sink);
+        let mut signer = Signer::new(message, keypair)
+            .map_err(sign_err)?
+            .cleartext()
+            .hash_algo(hash)
+            .map_err(sign_err)?
+            .build()
+            .map_err(sign_err)?;
+        signer
+            .write_all(data)
+            .map_err(|e| TrustError::Signing(e.to_string()))?;
+        signer.finalize().map_err(sign_err)?;
+    }
+    Ok(sink)
+}
+
+/// A detached, ASCII-armored signature (SHA-512) over everything `data` yields, streamed (the
+/// data is never held in memory), made with the first valid signing key of `secret_armored`.
+/// `gpg --verify SIG FILE` checks it.
+pub fn sign_detached(
+    secret_armored: &[u8],
+    passphrase: Option<&str>,
+    data: &mut dyn std::io::Read,
+) -> Result<Vec<u8>> {
+    let keypair = signing_keypair(secret_armored, passphrase)?;
+    let sign_err = |e: openpgp::anyhow::Error| TrustError::Signing(format!("{e:#}"));
+    let mut sink = Vec::new();
+    {
+        let message = Message::new(&mut sink);
+        let message = openpgp::serialize::stream::Armorer::new(message)
+            .kind(openpgp::armor::Kind::Signature)
+            .build()
+            .map_err(sign_err)?;
+        let mut signer = Signer::new(message, keypair)
+            .map_err(sign_err)?
+            .detached()
+            .hash_algo(HashAlgorithm::SHA512)
+            .map_err(sign_err)?
+            .build()
+            .map_err(sign_err)?;
+        std::io::copy(data, &mut signer)
+            .map_err(|e| TrustError::Signing(format!("reading the data to sign: {e}")))?;
+        signer.finalize().map_err(sign_err)?;
+    }
+    Ok(sink)
+}
+
+/// The signing key pair of the first certificate in `secret_armored` that has a valid,
+/// unrevoked, signing-capable secret (sub)key, unlocked with `passphrase` when needed.
+fn signing_keypair(
+    secret_armored: &[u8],
+    passphrase: Option<&str>,
+) -> Result<openpgp::crypto::KeyPair> {
     let certs = parse_certs(secret_armored, "secret key")?;
     let policy = policy();
     let mut last_err = None;
@@ -666,27 +723,10 @@ pub(crate) fn clearsign_unchecked(
                     reason: format!("{e}"),
                 })?;
         }
-        let keypair = key.into_keypair().map_err(|e| TrustError::NoSigningKey {
+        return key.into_keypair().map_err(|e| TrustError::NoSigningKey {
             fingerprint: fpr.clone(),
             reason: e.to_string(),
-        })?;
-        let sign_err = |e: openpgp::anyhow::Error| TrustError::Signing(format!("{e:#}"));
-        let mut sink = Vec::new();
-        {
-            let message = Message::new(&mut sink);
-            let mut signer = Signer::new(message, keypair)
-                .map_err(sign_err)?
-                .cleartext()
-                .hash_algo(hash)
-                .map_err(sign_err)?
-                .build()
-                .map_err(sign_err)?;
-            signer
-                .write_all(data)
-                .map_err(|e| TrustError::Signing(e.to_string()))?;
-            signer.finalize().map_err(sign_err)?;
-        }
-        return Ok(sink);
+        });
     }
     Err(last_err.unwrap_or(TrustError::NoKeys {
         source_name: "secret key".into(),
