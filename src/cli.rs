@@ -54,7 +54,7 @@ pub struct GlobalArgs {
     pub s3_endpoint: Option<String>,
 }
 
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Default)]
 pub struct MirrorArgs {
     /// Buildcache to read: URL (file://, http://, https://, s3://), path, or a mirror name from
     /// the config.
@@ -89,6 +89,9 @@ pub enum Command {
     Publish(PublishArgs),
     /// Rebuild a buildcache's index from the spec manifests it holds (keeps existing records).
     UpdateIndex(UpdateIndexArgs),
+    /// Slurm Factory named caches: Slurm by release and GCC toolchain (`slurm list`, `slurm install`).
+    #[command(subcommand)]
+    Slurm(SlurmCommand),
     /// Write Lmod modules (`<name>/<version>.lua`) for installed packages.
     Module(ModuleArgs),
     /// Fix up an install root (or an extracted export) after it was moved to another path.
@@ -122,7 +125,7 @@ pub struct ListArgs {
     pub root: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Default)]
 pub struct InstallArgs {
     /// Spec queries, e.g. `greet@2.1` or `slurm@25.11 %gcc@13.4.0 +gpu` (one query per argument;
     /// quote queries that contain spaces).
@@ -317,6 +320,75 @@ pub struct UpdateIndexArgs {
     /// Concurrent reads (default: 8).
     #[arg(short, long, value_name = "N")]
     pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SlurmCommand {
+    /// Show what the Slurm Factory caches offer for each Slurm release and GCC toolchain.
+    List(SlurmListArgs),
+    /// Install Slurm and the GCC runtime from the Slurm Factory caches, with a view and a module.
+    Install(SlurmInstallArgs),
+}
+
+/// Where the Slurm Factory caches are.
+#[derive(Debug, Args)]
+pub struct SlurmBaseArgs {
+    /// Base URL or path of the Slurm Factory caches; default: $SF_CACHE_SLURM_FACTORY_BASE, then
+    /// `[slurm_factory] base_url`, then https://slurm-factory-spack-binary-cache.vantagecompute.ai.
+    #[arg(long, value_name = "URL|PATH")]
+    pub base: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SlurmListArgs {
+    /// Only this Slurm release (e.g. 25.11; default: all of the matrix).
+    #[arg(long, value_name = "VERSION")]
+    pub slurm_version: Option<String>,
+    /// Only this GCC toolchain (e.g. 13.4.0; default: all of the matrix).
+    #[arg(long, value_name = "VERSION")]
+    pub compiler_version: Option<String>,
+    #[command(flatten)]
+    pub base: SlurmBaseArgs,
+    /// Caches read at once (default: 4).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct SlurmInstallArgs {
+    /// Slurm release (default: 25.11, or `[slurm_factory] default_slurm_version`).
+    #[arg(long, value_name = "VERSION")]
+    pub slurm_version: Option<String>,
+    /// GCC toolchain Slurm was built with (default: 13.4.0, or
+    /// `[slurm_factory] default_compiler_version`).
+    #[arg(long, value_name = "VERSION")]
+    pub compiler_version: Option<String>,
+    /// The GPU build (NVML and ROCm SMI support).
+    #[arg(long, conflicts_with = "minimal")]
+    pub gpu: bool,
+    /// The minimal build (without the OpenMPI/PMIx extras).
+    #[arg(long)]
+    pub minimal: bool,
+    /// Install root; each package lands in DIR/<projection>.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Link the installed closure into one merged tree at DIR.
+    #[arg(long, value_name = "DIR")]
+    pub view: Option<PathBuf>,
+    /// Where the Lmod module is written (default: ROOT/modules).
+    #[arg(long, value_name = "DIR")]
+    pub module_dir: Option<PathBuf>,
+    /// Module templates overriding the built-in ones (`slurm.lua.j2`, …).
+    #[arg(long, value_name = "DIR")]
+    pub module_templates: Option<PathBuf>,
+    #[command(flatten)]
+    pub base: SlurmBaseArgs,
+    /// Concurrent downloads (default: 8).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ pub mod mirror;
 pub mod modules;
 pub mod publish;
 pub mod relocate;
+pub mod slurm_factory;
 pub mod spec;
 pub mod store;
 pub mod trust;

@@ -63,6 +63,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Import(a) => commands::mirror::import(&ctx, a).await,
             Command::Publish(a) => commands::publish::run(&ctx, a).await,
             Command::UpdateIndex(a) => commands::publish::update_index(&ctx, a).await,
+            Command::Slurm(c) => commands::slurm::run(&ctx, c).await,
             Command::Module(a) => commands::module::run(&ctx, a),
             Command::Relocate(a) => commands::relocate::run(&ctx, a),
             Command::Export(a) => commands::export::run(&ctx, a),

@@ -62,6 +62,29 @@ fn read_lockfile(path: &Path) -> Result<Lockfile, Failure> {
 }
 
 pub async fn run(ctx: Context, args: &InstallArgs) -> CmdResult {
+    match install(&ctx, args, None).await? {
+        Some(done) => print_installed(&ctx, &done),
+        None => Ok(()),
+    }
+}
+
+/// What [`install`] did, for the caller to report (and to build on, as `slurm install` does).
+#[derive(Debug)]
+pub struct Installed {
+    pub root: std::path::PathBuf,
+    pub report: InstallReport,
+    pub view: Option<String>,
+}
+
+/// The install flow shared by `install` and `slurm install`: resolve the queries (and/or the
+/// lockfile), plan, fetch, unpack, commit, and make the view. `catalog`: the mirrors already
+/// loaded by the caller (else `args.mirrors` are read). None after `--dry-run` (the plan was
+/// printed).
+pub async fn install(
+    ctx: &Context,
+    args: &InstallArgs,
+    catalog: Option<crate::buildcache::Catalog>,
+) -> Result<Option<Installed>, Failure> {
     let lock = args.lockfile.as_deref().map(read_lockfile).transpose()?;
     if args.query.is_empty() && lock.is_none() {
         return Err(Failure::usage(
@@ -102,7 +125,10 @@ pub async fn run(ctx: Context, args: &InstallArgs) -> CmdResult {
         }
     }
 
-    let mut catalog = super::build::install_catalog(&ctx, args).await?;
+    let mut catalog = match catalog {
+        Some(c) => c,
+        None => super::build::install_catalog(ctx, args).await?,
+    };
     let host = HostTargets::detect();
     let mut roots: Vec<String> = Vec::new();
     for q in &args.query {
@@ -151,7 +177,8 @@ pub async fn run(ctx: Context, args: &InstallArgs) -> CmdResult {
     let blob_cache =
         BlobCache::open(ctx.paths.blob_cache_dir()).map_err(|e| Failure::new(1, e.to_string()))?;
     if args.dry_run {
-        return print_plan(&ctx, &plan, &blob_cache);
+        print_plan(ctx, &plan, &blob_cache)?;
+        return Ok(None);
     }
     installer::check_externals(&plan, &catalog)?;
 
@@ -211,34 +238,49 @@ pub async fn run(ctx: Context, args: &InstallArgs) -> CmdResult {
         let r = view::build_view(v, &root, &hashes).map_err(|e| Failure::new(1, e.to_string()))?;
         view_path = Some(r.view.display().to_string());
     }
+    Ok(Some(Installed {
+        root: root.dir.clone(),
+        report,
+        view: view_path,
+    }))
+}
+
+fn print_installed(ctx: &Context, done: &Installed) -> CmdResult {
     if ctx.out.json {
         ctx.out.json(&InstallOutput {
-            root: root.dir.display().to_string(),
-            report: &report,
-            view: view_path,
+            root: done.root.display().to_string(),
+            report: &done.report,
+            view: done.view.clone(),
         })?;
     } else if !ctx.global.quiet {
-        for p in &report.installed {
-            ctx.out.line(format!(
-                "installed {}@{} /{} in {}",
-                p.name,
-                p.version,
-                short(&p.hash),
-                p.prefix
-            ))?;
-        }
-        for p in &report.already_installed {
-            ctx.out.line(format!(
-                "already installed {}@{} /{} in {}",
-                p.name,
-                p.version,
-                short(&p.hash),
-                p.prefix
-            ))?;
-        }
-        if let Some(v) = &view_path {
-            ctx.out.line(format!("view {v}"))?;
-        }
+        print_report_lines(ctx, done)?;
+    }
+    Ok(())
+}
+
+/// The human lines of an install: each package installed or already there, and the view.
+pub fn print_report_lines(ctx: &Context, done: &Installed) -> CmdResult {
+    let report = &done.report;
+    for p in &report.installed {
+        ctx.out.line(format!(
+            "installed {}@{} /{} in {}",
+            p.name,
+            p.version,
+            short(&p.hash),
+            p.prefix
+        ))?;
+    }
+    for p in &report.already_installed {
+        ctx.out.line(format!(
+            "already installed {}@{} /{} in {}",
+            p.name,
+            p.version,
+            short(&p.hash),
+            p.prefix
+        ))?;
+    }
+    if let Some(v) = &done.view {
+        ctx.out.line(format!("view {v}"))?;
     }
     Ok(())
 }

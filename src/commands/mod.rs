@@ -12,6 +12,7 @@ pub mod module;
 pub mod publish;
 pub mod relocate;
 pub mod show;
+pub mod slurm;
 
 use std::fmt;
 use std::path::PathBuf;

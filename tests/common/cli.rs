@@ -234,3 +234,171 @@ pub fn synthetic_store(dir: &Path, names: &[String]) -> Vec<PathBuf> {
     .unwrap();
     out
 }
+
+/// One package of [`spack_store_of`].
+#[derive(Debug, Clone)]
+pub struct Pkg {
+    /// Unique label (two builds of one package need two keys).
+    pub key: &'static str,
+    pub name: &'static str,
+    pub version: &'static str,
+    /// Boolean variants, e.g. `("nvml", true)`.
+    pub variants: Vec<(&'static str, bool)>,
+    /// Keys of link/run dependencies (listed before this package).
+    pub deps: Vec<&'static str>,
+    /// Built with this gcc (an external build dependency, as in Spack 1.x specs).
+    pub gcc: Option<&'static str>,
+}
+
+impl Pkg {
+    pub fn new(key: &'static str, name: &'static str, version: &'static str) -> Pkg {
+        Pkg {
+            key,
+            name,
+            version,
+            variants: Vec::new(),
+            deps: Vec::new(),
+            gcc: None,
+        }
+    }
+    pub fn variant(mut self, name: &'static str, on: bool) -> Pkg {
+        self.variants.push((name, on));
+        self
+    }
+    pub fn dep(mut self, key: &'static str) -> Pkg {
+        self.deps.push(key);
+        self
+    }
+    pub fn gcc(mut self, version: &'static str) -> Pkg {
+        self.gcc = Some(version);
+        self
+    }
+}
+
+/// An installed package of [`spack_store_of`].
+#[derive(Debug, Clone)]
+pub struct StorePkg {
+    pub prefix: PathBuf,
+    pub hash: String,
+}
+
+/// A synthetic Spack 1.x store whose specs have the names, versions, variants, link/run
+/// dependencies and compilers asked for (format-5 nodes with real DAG hashes; the compiler an
+/// external `gcc` node). Each prefix holds `bin/<name>-info`, a script that prints the package,
+/// its version and its own prefix (so a relocated copy shows where it landed).
+pub fn spack_store_of(dir: &Path, pkgs: &[Pkg]) -> std::collections::BTreeMap<String, StorePkg> {
+    use serde_json::json;
+    let store = dir.join("spack-store");
+    let arch = json!({"platform": "linux", "platform_os": "ubuntu24.04", "target": "x86_64"});
+    let hash_of = |mut node: Value| -> Value {
+        let h = sf_cache::spec::dag_hash::recompute(&node).expect("a format-5 node hashes");
+        node["hash"] = Value::String(h);
+        node
+    };
+    // key → (node, every node of its DAG, deps first)
+    let mut nodes: std::collections::BTreeMap<&str, (Value, Vec<Value>)> = Default::default();
+    let mut out = std::collections::BTreeMap::new();
+    let mut installs = serde_json::Map::new();
+    for p in pkgs {
+        let mut params = serde_json::Map::new();
+        params.insert("build_system".into(), json!("generic"));
+        for (k, v) in &p.variants {
+            params.insert((*k).into(), json!(v));
+        }
+        let mut edges: Vec<(String, String, Value)> = Vec::new();
+        let mut dag: Vec<Value> = Vec::new();
+        let add = |n: &Value, dag: &mut Vec<Value>| {
+            if !dag.iter().any(|d| d["hash"] == n["hash"]) {
+                dag.push(n.clone());
+            }
+        };
+        if let Some(g) = p.gcc {
+            let gcc = hash_of(json!({
+                "name": "gcc", "version": g, "arch": arch.clone(), "namespace": "builtin",
+                "parameters": {"build_system": "autotools", "languages": ["c", "c++"]},
+                "external": {"path": "/usr", "module": null, "extra_attributes": {}},
+                "annotations": {"original_specfile_version": 5},
+            }));
+            edges.push((
+                "gcc".into(),
+                gcc["hash"].as_str().unwrap().into(),
+                json!({"deptypes": ["build"], "virtuals": ["c"]}),
+            ));
+            add(&gcc, &mut dag);
+        }
+        for d in &p.deps {
+            let (dn, ddag) = nodes
+                .get(d)
+                .unwrap_or_else(|| panic!("{}: dependency {d} must come first", p.key));
+            edges.push((
+                dn["name"].as_str().unwrap().into(),
+                dn["hash"].as_str().unwrap().into(),
+                json!({"deptypes": ["link", "run"], "virtuals": []}),
+            ));
+            for n in ddag {
+                add(n, &mut dag);
+            }
+        }
+        edges.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut node = serde_json::Map::new();
+        node.insert("name".into(), json!(p.name));
+        node.insert("version".into(), json!(p.version));
+        node.insert("arch".into(), arch.clone());
+        node.insert("namespace".into(), json!("builtin"));
+        node.insert("parameters".into(), Value::Object(params));
+        if !edges.is_empty() {
+            node.insert(
+                "dependencies".into(),
+                Value::Array(
+                    edges
+                        .into_iter()
+                        .map(|(n, h, p)| json!({"name": n, "hash": h, "parameters": p}))
+                        .collect(),
+                ),
+            );
+        }
+        node.insert(
+            "annotations".into(),
+            json!({"original_specfile_version": 5}),
+        );
+        let node = hash_of(Value::Object(node));
+        let hash = node["hash"].as_str().unwrap().to_string();
+        let prefix = store.join(format!("linux-x86_64/{}-{}-{hash}", p.name, p.version));
+        std::fs::create_dir_all(prefix.join(".spack")).unwrap();
+        std::fs::create_dir_all(prefix.join("bin")).unwrap();
+        let mut all = vec![node.clone()];
+        all.extend(dag.iter().cloned());
+        std::fs::write(
+            prefix.join(".spack/spec.json"),
+            serde_json::to_vec(&json!({"spec": {"_meta": {"version": 5}, "nodes": all}})).unwrap(),
+        )
+        .unwrap();
+        let script = prefix.join(format!("bin/{}-info", p.name));
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"{} {} in {}\"\n",
+                p.name,
+                p.version,
+                prefix.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        installs.insert(
+            hash.clone(),
+            json!({"spec": {}, "path": prefix.to_str().unwrap(), "installed": true}),
+        );
+        dag.push(node.clone());
+        nodes.insert(p.key, (node, dag));
+        out.insert(p.key.to_string(), StorePkg { prefix, hash });
+    }
+    std::fs::create_dir_all(store.join(".spack-db")).unwrap();
+    std::fs::write(
+        store.join(".spack-db/index.json"),
+        serde_json::to_vec(&json!({"database": {"version": "8", "installs": installs}})).unwrap(),
+    )
+    .unwrap();
+    out
+}

@@ -1,0 +1,259 @@
+use super::*;
+use crate::spec::Spec;
+
+fn defaults() -> SlurmFactory {
+    SlurmFactory::load(None, "-").unwrap()
+}
+
+fn table(text: &str) -> toml::Table {
+    text.parse().unwrap()
+}
+
+#[test]
+fn the_embedded_matrix() {
+    let f = defaults();
+    assert_eq!(
+        f.base_url,
+        "https://slurm-factory-spack-binary-cache.vantagecompute.ai"
+    );
+    let slurm: Vec<&str> = f.slurm.iter().map(|s| s.version.as_str()).collect();
+    assert_eq!(slurm, ["25.11", "24.11", "23.11", "23.02"]);
+    let gcc: Vec<(&str, &str)> = f
+        .toolchains
+        .iter()
+        .map(|t| (t.gcc.as_str(), t.glibc.as_str()))
+        .collect();
+    assert_eq!(
+        gcc,
+        [
+            ("15.2.0", "2.40"),
+            ("14.2.0", "2.39"),
+            ("13.4.0", "2.39"),
+            ("12.5.0", "2.35"),
+            ("11.5.0", "2.35"),
+            ("10.5.0", "2.31"),
+            ("9.5.0", "2.28"),
+            ("8.5.0", "2.28"),
+            ("7.5.0", "2.17"),
+        ]
+    );
+    assert_eq!(f.slurm_release(None).unwrap().version, "25.11");
+    let tc = f.toolchain(None).unwrap();
+    assert_eq!(tc.gcc, "13.4.0");
+    assert_eq!(tc.distros, ["Ubuntu 24.04"]);
+    assert_eq!(f.toolchain(Some("7.5.0")).unwrap().distros, ["RHEL 7"]);
+    assert_eq!(
+        f.toolchain(Some("10.5.0")).unwrap().distros,
+        ["RHEL 8", "Ubuntu 20.04"]
+    );
+    assert_eq!(
+        f.toolchain(Some("14.2.0")).unwrap().note.as_deref(),
+        Some("latest")
+    );
+}
+
+#[test]
+fn versions_are_looked_up_with_separators_alike_and_unknown_ones_list_the_valid() {
+    let f = defaults();
+    assert_eq!(f.slurm_release(Some("25-11")).unwrap().version, "25.11");
+    assert_eq!(f.slurm_release(Some("23.02")).unwrap().version, "23.02");
+    let e = f.slurm_release(Some("22.05")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unknown Slurm version `22.05`: valid versions are 25.11, 24.11, 23.11, 23.02"
+    );
+    // A prefix is not a release.
+    assert!(f.slurm_release(Some("25")).is_err());
+    let e = f.toolchain(Some("13.3.0")).unwrap_err().to_string();
+    assert!(e.starts_with("unknown compiler version `13.3.0`"), "{e}");
+    assert!(
+        e.ends_with("15.2.0, 14.2.0, 13.4.0, 12.5.0, 11.5.0, 10.5.0, 9.5.0, 8.5.0, 7.5.0"),
+        "{e}"
+    );
+    assert!(f.toolchain(Some("not a version!")).is_err());
+}
+
+#[test]
+fn urls_follow_the_templates_in_order() {
+    let f = defaults();
+    let s = f.slurm_release(Some("25.11")).unwrap();
+    let t = f.toolchain(Some("13.4.0")).unwrap();
+    let urls = f.cache_urls(&f.base_url, s, t, Variant::Default);
+    assert_eq!(
+        urls,
+        [
+            CacheUrl {
+                name: "slurm/25.11/13.4.0".into(),
+                url: "https://slurm-factory-spack-binary-cache.vantagecompute.ai/slurm/25.11/13.4.0/buildcache".into()
+            },
+            CacheUrl {
+                name: "compilers/13.4.0".into(),
+                url: "https://slurm-factory-spack-binary-cache.vantagecompute.ai/compilers/13.4.0/buildcache".into()
+            },
+        ]
+    );
+    // A path base, with a trailing slash; the root directory as a base.
+    let urls = f.cache_urls("/tmp/x/", s, t, Variant::Gpu);
+    assert_eq!(urls[0].url, "/tmp/x/slurm/25.11/13.4.0/buildcache");
+    assert_eq!(urls[1].url, "/tmp/x/compilers/13.4.0/buildcache");
+    let urls = f.cache_urls("/", s, t, Variant::Gpu);
+    assert_eq!(urls[0].url, "/slurm/25.11/13.4.0/buildcache");
+    assert_eq!(urls[0].name, "slurm/25.11/13.4.0");
+}
+
+#[test]
+fn queries_per_variant() {
+    let f = defaults();
+    let s = f.slurm_release(Some("24.11")).unwrap();
+    let t = f.toolchain(Some("12.5.0")).unwrap();
+    assert_eq!(
+        f.slurm_queries(s, t, Variant::Gpu),
+        ["slurm@24.11 %gcc@12.5.0 +nvml +rsmi"]
+    );
+    assert_eq!(
+        f.slurm_queries(s, t, Variant::Default),
+        [
+            "slurm@24.11 %gcc@12.5.0 +pmix ~nvml ~rsmi",
+            "slurm@24.11 %gcc@12.5.0 ~nvml ~rsmi"
+        ]
+    );
+    assert_eq!(
+        f.slurm_queries(s, t, Variant::Minimal),
+        ["slurm@24.11 %gcc@12.5.0 ~pmix ~nvml ~rsmi"]
+    );
+    for v in Variant::ALL {
+        for q in f.slurm_queries(s, t, v) {
+            Query::parse(&q).unwrap();
+        }
+    }
+    assert_eq!(SlurmFactory::runtime_query(t), "gcc-runtime@12.5.0");
+    assert_eq!(Variant::from_flags(true, true), None);
+    assert_eq!(Variant::from_flags(false, true), Some(Variant::Minimal));
+}
+
+/// How the queries meet upstream's specs: `@25.11` matches `25-11-6-1`; a variant the spec lacks
+/// does not match, which is why `default` falls back to a fragment without `+pmix`.
+#[test]
+fn fragments_against_upstream_shaped_specs() {
+    let f = defaults();
+    let s = f.slurm_release(Some("25.11")).unwrap();
+    let t = f.toolchain(Some("13.4.0")).unwrap();
+    let spec = |variants: &[(&str, bool)]| {
+        let mut params = serde_json::Map::new();
+        for (k, v) in variants {
+            params.insert(k.to_string(), serde_json::Value::Bool(*v));
+        }
+        // A format-4 node: the compiler is an attribute (format 5 has it as a dependency).
+        let node = serde_json::json!({
+            "name": "slurm", "version": "25-11-6-1",
+            "arch": {"platform": "linux", "platform_os": "ubuntu24.04", "target": "x86_64"},
+            "compiler": {"name": "gcc", "version": "13.4.0"},
+            "namespace": "slurm_factory", "parameters": params,
+            "hash": "a".repeat(32),
+        });
+        Spec::from_node(&node, 4).unwrap()
+    };
+    let none = |_: &str| -> Option<&Spec> { None };
+    let first_match = |sp: &Spec, v: Variant| {
+        f.slurm_queries(s, t, v)
+            .iter()
+            .position(|q| Query::parse(q).unwrap().matches(sp, &none))
+    };
+    let recent = spec(&[("nvml", false), ("rsmi", false)]);
+    assert_eq!(first_match(&recent, Variant::Default), Some(1));
+    assert_eq!(first_match(&recent, Variant::Gpu), None);
+    assert_eq!(first_match(&recent, Variant::Minimal), None);
+    let gpu = spec(&[("nvml", true), ("rsmi", true)]);
+    assert_eq!(first_match(&gpu, Variant::Gpu), Some(0));
+    assert_eq!(first_match(&gpu, Variant::Default), None);
+    let seed_full = spec(&[("nvml", false), ("rsmi", false), ("pmix", true)]);
+    assert_eq!(first_match(&seed_full, Variant::Default), Some(0));
+    assert_eq!(first_match(&seed_full, Variant::Minimal), None);
+    let seed_min = spec(&[("nvml", false), ("rsmi", false), ("pmix", false)]);
+    assert_eq!(first_match(&seed_min, Variant::Minimal), Some(0));
+    // Another release or toolchain does not match.
+    let mut other = recent.clone();
+    other.version = "24-11-6-1".into();
+    assert_eq!(first_match(&other, Variant::Default), None);
+    let mut other = recent.clone();
+    other.compiler.as_mut().unwrap().version = "12.5.0".into();
+    assert_eq!(first_match(&other, Variant::Default), None);
+}
+
+#[test]
+fn config_overrides_replace_keys_and_merge_variants() {
+    let f = SlurmFactory::load(
+        Some(&table(
+            r#"
+base_url = "https://cache.example.org/sf/"
+url_templates = ["{base}/{variant}/slurm/{slurm}/{gcc}", "{base}/deps/{gcc}/glibc-{glibc}"]
+default_slurm_version = "26.05"
+default_compiler_version = "14.2.0"
+slurm = [{ version = "26.05", note = "next" }, { version = "25.11" }]
+toolchain = [{ gcc = "14.2.0", glibc = "2.39", distros = ["Ubuntu 24.04"] }]
+[variants]
+gpu = ["+nvml", "+rsmi"]
+"#,
+        )),
+        "config.toml",
+    )
+    .unwrap();
+    assert_eq!(f.slurm.len(), 2);
+    assert_eq!(f.slurm_release(None).unwrap().version, "26.05");
+    assert!(f.slurm_release(Some("24.11")).is_err());
+    assert_eq!(f.toolchains.len(), 1);
+    let s = f.slurm_release(Some("25.11")).unwrap();
+    let t = f.toolchain(None).unwrap();
+    let urls = f.cache_urls(&f.base_url, s, t, Variant::Gpu);
+    assert_eq!(
+        urls.iter().map(|u| u.url.as_str()).collect::<Vec<_>>(),
+        [
+            "https://cache.example.org/sf/gpu/slurm/25.11/14.2.0",
+            "https://cache.example.org/sf/deps/14.2.0/glibc-2.39"
+        ]
+    );
+    assert_eq!(urls[0].name, "gpu/slurm/25.11/14.2.0");
+    // gpu replaced, default and minimal kept from the defaults.
+    assert_eq!(f.variants[&Variant::Gpu], ["+nvml", "+rsmi"]);
+    assert_eq!(f.variants[&Variant::Minimal], ["~pmix ~nvml ~rsmi"]);
+    // Templates that render the same URL for a cell are one cache.
+    let f = SlurmFactory::load(
+        Some(&table(
+            r#"url_templates = ["{base}/a", "{base}/a/", "{base}/a"]"#,
+        )),
+        "c",
+    )
+    .unwrap();
+    let s = f.slurm_release(None).unwrap();
+    let t = f.toolchain(None).unwrap();
+    assert_eq!(f.cache_urls("/b", s, t, Variant::Default).len(), 2);
+}
+
+#[test]
+fn bad_overrides_are_reported_with_their_origin() {
+    let err = |text: &str| {
+        SlurmFactory::load(Some(&table(text)), "/etc/sf/config.toml")
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(r#"url_templates = ["{base}/{os}/slurm"]"#);
+    assert!(e.starts_with("/etc/sf/config.toml: "), "{e}");
+    assert!(e.contains("`{os}`"), "{e}");
+    assert!(e.contains("{variant}"), "{e}");
+    assert!(err(r#"url_templates = []"#).contains("empty"));
+    assert!(err(r#"url_templates = ["slurm/{slurm}"]"#).contains("must start with"));
+    assert!(err(r#"url_templates = ["{base}/{slurm"]"#).contains("unclosed"));
+    let e = err(r#"default_slurm_version = "99.99""#);
+    assert!(e.contains("default_slurm_version"), "{e}");
+    assert!(e.contains("25.11, 24.11"), "{e}");
+    assert!(err(r#"default_compiler_version = "1.0""#).contains("default_compiler_version"));
+    assert!(err("mirror_url = 'x'").contains("mirror_url"));
+    assert!(err("[variants]\nfancy = '+x'").contains("unknown variant `fancy`"));
+    assert!(err("[variants]\ngpu = []").contains("no query fragment"));
+    assert!(err("[variants]\ngpu = '+nvml %gcc@12'").contains("may not name"));
+    assert!(err("[variants]\ngpu = '+nvml @1.0'").contains("may not name"));
+    assert!(err("[variants]\ngpu = '+ +'").contains("not a query"));
+    assert!(err("slurm = []").contains("at least one"));
+    assert!(err("toolchain = [{ gcc = '13.4.0' }]").contains("glibc"));
+    assert!(err("toolchain = [{ gcc = '13.4.0', glibc = '2.39', os = 'x' }]").contains("os"));
+}
