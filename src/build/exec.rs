@@ -182,7 +182,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("b.log");
         let o = run_logged(
-            &sh("echo '==> Error: first'; echo '==> Error: Failed to install x' >&2; echo done; exit 3"),
+            // Both errors on one stream: the two streams are read concurrently, so only the order
+            // within a stream is defined.
+            &sh("echo '==> Error: first' >&2; echo '==> Error: Failed to install x' >&2; echo done; exit 3"),
             &log,
             |_| {},
         )

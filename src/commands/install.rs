@@ -136,7 +136,7 @@ pub async fn install(
         let hash = match catalog.best_match(&query, &host) {
             Ok(e) => e.spec.hash.clone(),
             Err(e) if args.build_on_miss && !args.dry_run && e.exit_code() == exit::NO_MATCH => {
-                catalog = super::build::on_miss(&ctx, q, args).await?;
+                catalog = super::build::on_miss(ctx, q, args).await?;
                 catalog.best_match(&query, &host)?.spec.hash.clone()
             }
             Err(e) => return Err(e.into()),

@@ -1,8 +1,8 @@
 //! One file per subcommand; this file holds what they share: the context built from global flags
 //! and the config, and the error type that carries an exit code.
 
-pub mod export;
 pub mod build;
+pub mod export;
 pub mod install;
 pub mod keys;
 pub mod lifecycle;
