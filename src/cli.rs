@@ -327,7 +327,7 @@ pub enum SlurmCommand {
     /// Show what the Slurm Factory caches offer for each Slurm release and GCC toolchain.
     List(SlurmListArgs),
     /// Install Slurm and the GCC runtime from the Slurm Factory caches, with a view and a module.
-    Install(SlurmInstallArgs),
+    Install(Box<SlurmInstallArgs>),
 }
 
 /// Where the Slurm Factory caches are.
@@ -389,6 +389,12 @@ pub struct SlurmInstallArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// When no cache has the build, build it from source (`sf-cache build`) with the variant's
+    /// first query and install the result from the local buildcache.
+    #[arg(long)]
+    pub build_on_miss: bool,
+    #[command(flatten)]
+    pub build: BuildFlags,
 }
 
 #[derive(Debug, Args)]

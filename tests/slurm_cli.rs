@@ -658,3 +658,89 @@ minimal = "~nvml"
     assert!(e.contains("config.toml [slurm_factory]"), "{e}");
     assert!(e.contains("{distro}"), "{e}");
 }
+
+/// `--build-on-miss`: no cache of the cell can be read, so the variant's first query is built
+/// (by the Spack STAND-IN script of tests/data, run with the host runtime: it is not Spack, it
+/// writes a miniature install of the spec it is asked for), published into the local buildcache,
+/// installed from there, and given its module.
+#[test]
+fn install_builds_slurm_on_a_miss() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    let t = tempfile::tempdir().unwrap();
+    let spack = t.path().join("stand-in-spack");
+    std::fs::create_dir_all(spack.join("bin")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/spack-stand-in"),
+        spack.join("bin/spack"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        spack.join("bin/spack"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let empty_base = t.path().join("no-caches-here");
+    std::fs::create_dir_all(&empty_base).unwrap();
+    let root = t.path().join("root");
+    let args = [
+        "slurm",
+        "install",
+        "--json",
+        "--slurm-version",
+        "24.11",
+        "--compiler-version",
+        "13.4.0",
+        "--gpu",
+        "--root",
+        s(&root),
+        "--base",
+        s(&empty_base),
+    ];
+    // Without --build-on-miss: nothing can be read, a failure naming --base.
+    let o = home.run(&args);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--base"), "{}", stderr(&o));
+
+    let o = home
+        .cmd()
+        .env("SF_CACHE_HOST_GLIBC", "2.39")
+        .args(args)
+        .args([
+            "--build-on-miss",
+            "--runtime",
+            "host",
+            "--spack-root",
+            s(&spack),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r = json(&o);
+    let query = r["query"].as_str().unwrap();
+    assert!(
+        query.starts_with("slurm@24.11 %gcc@13.4.0") && query.contains("+nvml"),
+        "{r:#}"
+    );
+    // The stand-in's program ran at the build prefix; relocated, it names the install prefix.
+    let prefix = prefix_of(&root, "slurm");
+    let said = std::process::Command::new(prefix.join("bin/slurm"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&said.stdout).to_string();
+    assert!(
+        said.contains(&prefix.display().to_string()),
+        "{said} does not name {}",
+        prefix.display()
+    );
+    let module = root.join("modules/slurm/24.11.lua");
+    let text = std::fs::read_to_string(&module).unwrap();
+    assert!(text.contains("family(\"workloadmanager\")"), "{text}");
+    // One build, one log.
+    let logs = |h: &Home| {
+        std::fs::read_dir(h.dir.path().join("build/logs"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(logs(&home), 1);
+}

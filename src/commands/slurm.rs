@@ -447,7 +447,8 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
         })
         .collect();
     let ok: Vec<&Probe> = probes.iter().filter(|p| p.result.is_ok()).collect();
-    if ok.is_empty() {
+    let build_on_miss = args.build_on_miss && !args.dry_run;
+    if ok.is_empty() && !build_on_miss {
         let reasons: Vec<String> = probes
             .iter()
             .filter_map(|p| {
@@ -474,6 +475,22 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
     );
     let host = HostTargets::detect();
     let queries = f.slurm_queries(s, t, variant);
+    // Mirrors the install (and a build on a miss) reads: the caches that answered.
+    let mirror_args = MirrorArgs {
+        mirrors: ok.iter().map(|p| p.cache.url.clone()).collect(),
+    };
+    let mut catalog = catalog;
+    if build_on_miss && pick(&catalog, &queries, &host)?.is_none() {
+        // Nothing matched: build the variant's first (most specific) query from source; the
+        // catalog then includes the local buildcache the build published into.
+        let build_args = InstallArgs {
+            mirrors: mirror_args.clone(),
+            build_on_miss: true,
+            build: args.build.clone(),
+            ..InstallArgs::default()
+        };
+        catalog = super::build::on_miss(ctx, &queries[0], &build_args).await?;
+    }
     let Some((query, entry)) = pick(&catalog, &queries, &host)? else {
         return Err(Failure::new(
             exit::NO_MATCH,
@@ -514,7 +531,7 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
     let install_args = InstallArgs {
         query: install_queries,
         mirrors: MirrorArgs {
-            mirrors: ok.iter().map(|p| p.cache.url.clone()).collect(),
+            mirrors: catalog.mirrors.iter().map(|m| m.url.clone()).collect(),
         },
         root: args.root.clone(),
         view: args.view.clone(),
