@@ -59,5 +59,32 @@ fn build_info() {
         "cargo:rustc-env=SF_CACHE_BUILD_PROFILE={}",
         env::var("PROFILE").unwrap_or_default()
     );
-    println!("cargo:rerun-if-changed=.git/HEAD");
+    // Rerun when HEAD moves: HEAD itself (checkout) and the branch it points to (commit). Asked
+    // from git, so that worktrees (where `.git` is a file) and fresh commits are followed too.
+    for path in git_paths_of_head() {
+        println!("cargo:rerun-if-changed={path}");
+    }
+}
+
+fn git_paths_of_head() -> Vec<String> {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let mut paths = Vec::new();
+    if let Some(head) = git(&["rev-parse", "--git-path", "HEAD"]) {
+        paths.push(head);
+    }
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        if let Some(r) = git(&["rev-parse", "--git-path", &branch]) {
+            paths.push(r);
+        }
+    }
+    paths
 }

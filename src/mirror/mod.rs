@@ -872,11 +872,31 @@ mod tests {
         assert!(relabel(b"[]", "7").is_none());
     }
 
+    /// The fixture key's fingerprint, read from `shared/fixtures/keys/sf-cache-fixture.pub.asc`
+    /// (`$SF_FIXTURES`, else `../shared/fixtures` beside the checkout, else `/work/shared/fixtures`).
+    fn fixture_fingerprint() -> String {
+        let candidates = [
+            std::env::var_os("SF_FIXTURES").map(std::path::PathBuf::from),
+            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")),
+            Some(std::path::PathBuf::from("/work/shared/fixtures")),
+        ];
+        let key = candidates
+            .into_iter()
+            .flatten()
+            .map(|d| d.join("keys/sf-cache-fixture.pub.asc"))
+            .find(|p| p.is_file())
+            .expect("fixtures not found: set SF_FIXTURES to the shared/fixtures directory");
+        let bytes = std::fs::read(&key).unwrap_or_else(|e| panic!("{}: {e}", key.display()));
+        let keys = crate::trust::parse_keys(&bytes).unwrap();
+        assert_eq!(keys.len(), 1, "{}: expected one key", key.display());
+        keys[0].fingerprint.clone()
+    }
+
     #[test]
     fn key_index_parsing() {
-        let fpr = "FC6FD2608617A6C587AFCD9EB59C2D49E254EB52";
+        let fpr = fixture_fingerprint();
         let j = format!(r#"{{"keys":{{"{fpr}":{{}},"../evil":{{}}}}}}"#);
-        assert_eq!(key_index_fingerprints(j.as_bytes()), vec![fpr.to_string()]);
+        assert_eq!(key_index_fingerprints(j.as_bytes()), vec![fpr.clone()]);
         assert!(key_index_fingerprints(b"{").is_empty());
     }
 
