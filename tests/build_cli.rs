@@ -11,26 +11,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
 use common::cli::*;
 use serde_json::Value;
-
-/// A Spack root whose `bin/spack` is the stand-in.
-fn stand_in(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let root = dir.join("stand-in-spack");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    let target = root.join("bin/spack");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/spack-stand-in"),
-        &target,
-    )
-    .unwrap();
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
-    root
-}
 
 fn build_home(h: &Home) -> PathBuf {
     h.dir.path().join("build")
@@ -180,7 +165,7 @@ fn no_runtime_on_path_is_a_clear_error() {
 #[test]
 fn host_runtime_builds_publishes_and_installs() {
     let h = Home::new();
-    let spack = stand_in(h.dir.path());
+    let spack = spack_stand_in(h.dir.path());
     let out = h
         .cmd()
         .args([
@@ -213,7 +198,7 @@ fn host_runtime_builds_publishes_and_installs() {
 #[test]
 fn install_builds_on_a_miss() {
     let h = Home::new();
-    let spack = stand_in(h.dir.path());
+    let spack = spack_stand_in(h.dir.path());
     let spack = spack.to_str().unwrap();
     // Without --build-on-miss a miss stays a miss (exit 4), with an empty local cache as mirror.
     let out = h.run(&[
@@ -262,7 +247,7 @@ fn install_builds_on_a_miss() {
 #[test]
 fn a_failing_build_names_its_log_and_cleans_up() {
     let h = Home::new();
-    let spack = stand_in(h.dir.path());
+    let spack = spack_stand_in(h.dir.path());
     let out = h
         .cmd()
         .args(["build", "sf-hello", "--runtime", "host", "--spack-root"])
@@ -339,7 +324,7 @@ fn docker_runtime_for_real() {
         Ok(true) => {}
     }
     let h = Home::new();
-    let spack = stand_in(h.dir.path());
+    let spack = spack_stand_in(h.dir.path());
     let containers = || {
         let o = std::process::Command::new("docker")
             .args(["ps", "-a", "-q", "--filter"])
@@ -404,7 +389,7 @@ fn docker_runtime_for_real() {
 #[test]
 fn publish_elsewhere_with_a_given_key() {
     let h = Home::trusting();
-    let spack = stand_in(h.dir.path());
+    let spack = spack_stand_in(h.dir.path());
     let dest = h.dir.path().join("site-cache");
     let out = h
         .cmd()

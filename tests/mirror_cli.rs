@@ -12,10 +12,6 @@ use common::cli::*;
 use common::{Fault, HttpServer, ALWAYS};
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// Every regular file below `dir`, relative, sorted.
 fn files(dir: &Path) -> BTreeSet<String> {
     fn rec(root: &Path, d: &Path, out: &mut BTreeSet<String>) {

@@ -14,10 +14,6 @@ use serde_json::Value;
 const SECRET: &str = "keys/sf-cache-fixture.secret.asc";
 const PUBLIC: &str = "keys/sf-cache-fixture.pub.asc";
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn install_greet(home: &Home, root: &Path) {
     let out = home.run(&[
         "install",
@@ -122,37 +118,6 @@ fn check_greet_runs(out: &str, prefix: &Path) {
         lines[3],
         "message: greet read this line from its data directory"
     );
-}
-
-/// Every path below `root` with its content digest or link target (state dir left out).
-fn tree_digest(root: &Path) -> BTreeMap<String, String> {
-    use sha2::Digest;
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            if rel.starts_with(".sf-cache") {
-                continue;
-            }
-            let md = std::fs::symlink_metadata(&p).unwrap();
-            if md.file_type().is_symlink() {
-                out.insert(
-                    rel,
-                    format!("-> {}", std::fs::read_link(&p).unwrap().display()),
-                );
-            } else if md.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(
-                    rel,
-                    hex::encode(sha2::Sha256::digest(std::fs::read(&p).unwrap())),
-                );
-            }
-        }
-    }
-    out
 }
 
 fn verify_ok(home: &Home, root: &Path) {

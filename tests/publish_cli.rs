@@ -15,10 +15,6 @@ use serde_json::Value;
 
 const SECRET: &str = "keys/sf-cache-fixture.secret.asc";
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// A root `<t>/a` with greet and libgreet installed from the fixture `spack-v3`.
 fn installed_root(home: &Home, t: &Path, name: &str) -> PathBuf {
     let root = t.join(name);

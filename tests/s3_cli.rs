@@ -21,10 +21,6 @@ use serde_json::Value;
 
 const SECRET: &str = "keys/sf-cache-fixture.secret.asc";
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// Check the server is up, then make a fresh bucket.
 fn bucket(tag: &str) -> String {
     s3::require_server();

@@ -13,10 +13,6 @@ use serde_json::Value;
 
 const SECRET: &str = "keys/sf-cache-fixture.secret.asc";
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// The packages of the test caches: Slurm 25.11 (CPU and GPU builds) and 24.11 for GCC 13.4.0,
 /// with munge and the GCC runtime; a Slurm 25.11 for GCC 12.5.0.
 fn store(t: &Path) -> BTreeMap<String, StorePkg> {
@@ -665,21 +661,9 @@ minimal = "~nvml"
 /// installed from there, and given its module.
 #[test]
 fn install_builds_slurm_on_a_miss() {
-    use std::os::unix::fs::PermissionsExt;
     let home = Home::new();
     let t = tempfile::tempdir().unwrap();
-    let spack = t.path().join("stand-in-spack");
-    std::fs::create_dir_all(spack.join("bin")).unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/spack-stand-in"),
-        spack.join("bin/spack"),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        spack.join("bin/spack"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
+    let spack = spack_stand_in(t.path());
     let empty_base = t.path().join("no-caches-here");
     std::fs::create_dir_all(&empty_base).unwrap();
     let root = t.path().join("root");

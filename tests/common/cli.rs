@@ -402,3 +402,56 @@ pub fn spack_store_of(dir: &Path, pkgs: &[Pkg]) -> std::collections::BTreeMap<St
     .unwrap();
     out
 }
+
+/// A path as `&str`, for argument lists (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Every path below `root` with its content digest, or `-> TARGET` for a symlink; the root's
+/// state directory (`.sf-cache*`) is left out.
+pub fn tree_digest(root: &Path) -> std::collections::BTreeMap<String, String> {
+    use sha2::Digest;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel.starts_with(".sf-cache") {
+                continue;
+            }
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.file_type().is_symlink() {
+                out.insert(
+                    rel,
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display()),
+                );
+            } else if md.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(
+                    rel,
+                    hex::encode(sha2::Sha256::digest(std::fs::read(&p).unwrap())),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// A Spack root whose `bin/spack` is the Spack STAND-IN script `tests/data/spack-stand-in`
+/// (not Spack: see the script's header), made under `dir`.
+pub fn spack_stand_in(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let root = dir.join("stand-in-spack");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let target = root.join("bin/spack");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/spack-stand-in"),
+        &target,
+    )
+    .unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+    root
+}
