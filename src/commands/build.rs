@@ -10,7 +10,7 @@ use crate::build::runtime::find_program;
 use crate::build::template::Templates;
 use crate::build::{self, BuildDirs, BuildError, BuildOutcome, BuildRequest, ReuseMirror, Runtime};
 use crate::buildcache::writer::{CacheWriter, Signer};
-use crate::buildcache::{layout, Catalog};
+use crate::buildcache::{layout, Catalog, Mirror};
 use crate::cli::{BuildArgs, BuildFlags, InstallArgs, MirrorArgs};
 use crate::publish::PublishReport;
 use crate::store::{Store, StoreKind};
@@ -249,17 +249,23 @@ fn local_index_exists(dest: &str) -> bool {
     local && p.join(layout::V3_INDEX_MANIFEST).is_file()
 }
 
+/// The mirrors an install reads: `--mirror` values, else the config's (none is fine with
+/// `--build-on-miss`: the local buildcache is added after them).
+fn install_mirrors(ctx: &Context, args: &InstallArgs) -> Result<Vec<Mirror>, Failure> {
+    if args.mirrors.mirrors.is_empty() && ctx.config.mirrors.is_empty() {
+        Ok(Vec::new())
+    } else {
+        ctx.mirrors(&args.mirrors)
+    }
+}
+
 /// The catalog `install` reads: its mirrors, and with `--build-on-miss` also the build's
 /// destination when it already holds an index (earlier builds are hits, not new builds).
 pub async fn install_catalog(ctx: &Context, args: &InstallArgs) -> Result<Catalog, Failure> {
     if !args.build_on_miss {
         return ctx.catalog(&args.mirrors).await;
     }
-    let mut mirrors = if args.mirrors.mirrors.is_empty() && ctx.config.mirrors.is_empty() {
-        Vec::new()
-    } else {
-        ctx.mirrors(&args.mirrors)?
-    };
+    let mut mirrors = install_mirrors(ctx, args)?;
     let dest = destination(ctx, &args.build);
     if local_index_exists(&dest) {
         mirrors.push(ctx.open_mirror(&dest)?);
@@ -277,11 +283,7 @@ pub async fn on_miss(ctx: &Context, query: &str, args: &InstallArgs) -> Result<C
         report.build.log.display(),
         report.publish.destination
     );
-    let mut mirrors = if args.mirrors.mirrors.is_empty() && ctx.config.mirrors.is_empty() {
-        Vec::new()
-    } else {
-        ctx.mirrors(&args.mirrors)?
-    };
+    let mut mirrors = install_mirrors(ctx, args)?;
     mirrors.push(ctx.open_mirror(&destination(ctx, &args.build))?);
     Ok(Catalog::load(mirrors, &ctx.index_cache()).await?)
 }
