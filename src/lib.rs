@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod fetch;
+pub mod fs;
 pub mod install;
 pub mod mirror;
 pub mod modules;

@@ -1,7 +1,6 @@
 //! The local build key: made on first use, kept beside the user keyring, and trusted there, so
 //! that what a local build publishes is signed and verified like any other cache.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sequoia_openpgp as openpgp;
@@ -47,13 +46,8 @@ fn generate(path: &Path) -> Result<(), BuildError> {
         .armored()
         .serialize(&mut armored)
         .map_err(|e| key_err(path, e))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| key_err(dir, e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| key_err(dir, e))?;
-    // NamedTempFile is created 0600: the secret never exists with wider permissions.
-    tmp.write_all(&armored).map_err(|e| key_err(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| key_err(path, e))?;
-    tmp.persist(path).map_err(|e| key_err(path, e.error))?;
+    // Mode::Private: the secret never exists with wider permissions than 0600.
+    crate::fs::write_atomic(path, &armored).map_err(|e| key_err(path, e))?;
     tracing::info!("made the local build key {}", path.display());
     Ok(())
 }

@@ -5,11 +5,8 @@
 //! (`tmp/<digest>.lock`), so two tasks or processes never write the same partial file.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use sha2::{Digest, Sha256};
 
 use super::FetchError;
 
@@ -35,17 +32,7 @@ fn io(path: &Path, source: std::io::Error) -> FetchError {
 
 /// sha256 of a whole file (streamed), hex.
 pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
-    let mut f = File::open(path).map_err(|e| io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+    crate::fs::sha256_file(path).map_err(|e| io(path, e))
 }
 
 /// The blob cache directory.
@@ -128,9 +115,7 @@ impl BlobCache {
             f.sync_all().map_err(|e| io(file, e))?;
         }
         std::fs::rename(file, &dest).map_err(|e| io(&dest, e))?;
-        if let Ok(d) = File::open(&parent) {
-            let _ = d.sync_all();
-        }
+        crate::fs::sync_dir(&parent);
         Ok(dest)
     }
 

@@ -4,13 +4,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
@@ -340,20 +339,7 @@ fn stage(job: StageJob) -> Result<Staged, InstallError> {
     })
 }
 
-/// sha256 of a file, streamed.
-fn hash_file(path: &Path) -> std::io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
+use crate::fs::sha256_file as hash_file;
 
 /// The receipt's file list for a staged prefix: hashes from unpacking, recomputed for files that
 /// relocation changed (and their hardlinked names).
@@ -685,9 +671,7 @@ pub async fn execute(
                     Err(e) => return Err(io_err(item.prefix.display().to_string())(e)),
                 }
             }
-            if let Ok(d) = File::open(&root_dir) {
-                let _ = d.sync_all();
-            }
+            crate::fs::sync_dir(&root_dir);
             Ok((installed, committed))
         }
     })

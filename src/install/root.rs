@@ -2,7 +2,6 @@
 //! first install so prefixes never move) and the staging area on the same filesystem.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -242,13 +241,7 @@ pub fn existing_projection(dir: &Path) -> Result<Option<Projection>, RootError> 
 
 /// Write a small file atomically: temp file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    crate::fs::write_atomic(path, bytes)
 }
 
 /// Remove a tree even where the archive left directories without write permission.

@@ -6,8 +6,6 @@
 //! prefix holds many files.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tracing::{debug, warn};
 
@@ -133,19 +130,7 @@ fn walk(prefix: &Path) -> Result<BTreeMap<String, Found>, VerifyError> {
 }
 
 /// sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
+pub use crate::fs::sha256_file;
 
 /// Hash `jobs` (index, path, expected) and return the indices whose content differs.
 fn hash_mismatches(jobs: &[(usize, PathBuf, String)]) -> Vec<usize> {

@@ -47,19 +47,7 @@ pub struct BundleInfo {
 }
 
 fn hash_file(path: &Path) -> Result<(String, u64), MirrorError> {
-    let mut f = File::open(path).map_err(|e| MirrorError::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut n = 0u64;
-    loop {
-        let r = f.read(&mut buf).map_err(|e| MirrorError::io(path, e))?;
-        if r == 0 {
-            break;
-        }
-        h.update(&buf[..r]);
-        n += r as u64;
-    }
-    Ok((hex::encode(h.finalize()), n))
+    crate::fs::sha256_file_len(path).map_err(|e| MirrorError::io(path, e))
 }
 
 fn header(size: u64) -> tar::Header {

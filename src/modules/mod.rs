@@ -155,19 +155,10 @@ pub struct WrittenModule {
 /// directory, fsync, rename.
 pub(crate) fn write_public(path: &Path, bytes: &[u8]) -> Result<(), ModulesError> {
     use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".sf-cache-tmp-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    tmp.write_all(bytes).map_err(io_err(path))?;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-        .map_err(io_err(path))?;
-    tmp.as_file().sync_all().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
-    Ok(())
+    crate::fs::write_atomic_with(path, crate::fs::Mode::Exact(0o644), ".sf-cache-tmp-", |f| {
+        f.write_all(bytes)
+    })
+    .map_err(io_err(path))
 }
 
 /// The environment variable that overrides a module's prefix: `<NAME>_INSTALL_PREFIX`, the name

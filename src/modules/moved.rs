@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use super::{io_err, write_public, ModulesError, TooLong};
-use crate::install::buildinfo::BuildInfo;
+use crate::buildcache::buildinfo::BuildInfo;
 use crate::install::receipt::{EntryKind, Receipt, ReceiptFile, FILES_FILE, RECEIPT_FILE};
 use crate::install::root::{absolute_root, existing_projection, InstallRoot};
 use crate::install::verify::sha256_file;

@@ -235,8 +235,8 @@ impl FileStore {
             };
             let res = match std::fs::remove_file(&dest) {
                 Ok(()) => {
-                    if let Some(d) = dest.parent().and_then(|d| std::fs::File::open(d).ok()) {
-                        let _ = d.sync_all();
+                    if let Some(d) = dest.parent() {
+                        crate::fs::sync_dir(d);
                     }
                     Ok(())
                 }
@@ -349,8 +349,8 @@ fn put_if_blocking(
         },
     }
     tmp.persist(dest).map_err(|e| io_err(dest, e.error))?;
-    if let Some(d) = dest.parent().and_then(|d| std::fs::File::open(d).ok()) {
-        let _ = d.sync_all();
+    if let Some(d) = dest.parent() {
+        crate::fs::sync_dir(d);
     }
     drop(lock_file);
     Ok(sha256_hex(bytes))
@@ -361,13 +361,18 @@ pub(crate) fn atomic_write(
     dest: &Path,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> Result<(), (PathBuf, std::io::Error)> {
-    let tmp = write_temp(dest, fill)?;
-    tmp.persist(dest)
-        .map_err(|e| (dest.to_path_buf(), e.error))?;
-    if let Some(d) = dest.parent().and_then(|d| std::fs::File::open(d).ok()) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // 0666 minus the umask (see write_temp).
+    crate::fs::write_atomic_with(
+        dest,
+        crate::fs::Mode::Umask(0o666),
+        &format!("{TMP_PREFIX}{name}."),
+        fill,
+    )
+    .map_err(|e| (dest.to_path_buf(), e))
 }
 
 /// A fsynced temp file beside `dest` (parent directories created), filled by `fill`.

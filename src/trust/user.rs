@@ -127,12 +127,9 @@ impl UserKeyring {
 
 /// Writes `bytes` to `target` through a temporary file in `dir`, fsync, rename.
 fn write_atomic(dir: &Path, target: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-key-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    tmp.write_all(bytes).map_err(io_err(tmp.path()))?;
-    tmp.as_file().sync_all().map_err(io_err(target))?;
-    tmp.persist(target).map_err(|e| io_err(target)(e.error))?;
-    Ok(())
+    debug_assert_eq!(target.parent(), Some(dir));
+    crate::fs::write_atomic_with(target, crate::fs::Mode::Private, ".tmp-key-", |f| {
+        f.write_all(bytes)
+    })
+    .map_err(io_err(target))
 }

@@ -1,0 +1,162 @@
+//! File primitives every layer uses, written once: the atomic write (temporary file in the same
+//! directory, fsync of the file, rename, fsync of the directory) and the streamed sha256 of a file.
+//!
+//! This is the bottom layer: it imports nothing of the crate. Errors are plain `std::io::Error`;
+//! callers add the path and their own error kind.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// Permissions of a file written by [`write_atomic_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// 0600: only the owner can read it, from the first byte on (keys, root state).
+    Private,
+    /// Created with these bits minus the process umask, like any new file (published objects).
+    Umask(u32),
+    /// Exactly these bits, whatever the umask (modulefiles everyone must read).
+    Exact(u32),
+}
+
+/// Write `bytes` to `path` atomically, owner-only (see [`write_atomic_with`]).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, Mode::Private, ".sf-cache-tmp-", |f| {
+        f.write_all(bytes)
+    })
+}
+
+/// Write `path` atomically: parent directories are created, `fill` writes a temporary file named
+/// `<prefix><random>` in the same directory, which is fsynced and renamed over `path`; then the
+/// directory is fsynced so the rename itself survives a crash. A failure at any point leaves the
+/// old content (or nothing) at `path`, never a mix, and no temporary file behind.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: Mode,
+    prefix: &str,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    if let Mode::Umask(bits) = mode {
+        builder.permissions(std::fs::Permissions::from_mode(bits));
+    }
+    let tmp = builder.tempfile_in(dir)?;
+    if let Mode::Exact(bits) = mode {
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(bits))?;
+    }
+    let mut file = tmp.as_file().try_clone()?;
+    fill(&mut file)?;
+    file.sync_all()?;
+    drop(file);
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// fsync a directory so that a rename or a new entry in it is durable. Best effort: some file
+/// systems refuse to open or sync directories, and the data itself was synced already.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// sha256 (lowercase hex) and length of a file, read in 1 MiB blocks.
+pub fn sha256_file_len(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), len))
+}
+
+/// sha256 (lowercase hex) of a file, streamed.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    sha256_file_len(path).map(|(digest, _)| digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporary() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b/file");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("file")]);
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_failing_fill_keeps_the_old_content_and_no_temporary() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("file");
+        write_atomic(&p, b"old").unwrap();
+        let err = write_atomic_with(&p, Mode::Private, ".t-", |f| {
+            f.write_all(b"half")?;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "disk full");
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn modes_are_applied() {
+        let d = tempfile::tempdir().unwrap();
+        let exact = d.path().join("exact");
+        write_atomic_with(&exact, Mode::Exact(0o644), ".t-", |f| f.write_all(b"x")).unwrap();
+        assert_eq!(std::fs::metadata(&exact).unwrap().mode() & 0o777, 0o644);
+        let umask = d.path().join("umask");
+        write_atomic_with(&umask, Mode::Umask(0o666), ".t-", |f| f.write_all(b"x")).unwrap();
+        let m = std::fs::metadata(&umask).unwrap().mode() & 0o777;
+        assert_eq!(m & 0o600, 0o600, "owner can read and write: {m:o}");
+        assert_eq!(m & 0o111, 0, "never executable: {m:o}");
+    }
+
+    #[test]
+    fn sha256_of_a_file_matches_the_known_digest() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        assert_eq!(
+            sha256_file_len(&p).unwrap(),
+            (
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".to_string(),
+                3
+            )
+        );
+        let big = d.path().join("big");
+        std::fs::write(&big, vec![7u8; (1 << 20) + 5]).unwrap();
+        let expect = hex::encode(Sha256::digest(vec![7u8; (1 << 20) + 5]));
+        assert_eq!(sha256_file(&big).unwrap(), expect);
+    }
+}
