@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use sf_cache::buildcache::buildinfo::BuildInfo;
 use sf_cache::buildcache::layout::{self, media};
 use sf_cache::buildcache::manifest::Manifest;
 use sf_cache::buildcache::writer::{
     pack_prefix, BuildInfoInputs, CacheWriter, EntryOptions, IndexBuilder, Signer,
 };
 use sf_cache::buildcache::{Catalog, IndexCache, Mirror, TrustContext, VerifiedEntry};
-use sf_cache::install::buildinfo::BuildInfo;
 use sf_cache::install::unpack::{unpack_tarball, UnpackOptions};
 use sf_cache::spec::SpecFile;
 use sf_cache::store::{Store, StoreOptions};

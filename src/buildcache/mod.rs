@@ -1,5 +1,6 @@
 //! Spack buildcaches, layouts v3 and v2: paths, manifests, indexes, keys, and verified entries.
 
+pub mod buildinfo;
 pub mod catalog;
 pub mod entry;
 pub mod index;

@@ -57,7 +57,7 @@ use flate2::read::MultiGzDecoder;
 use memchr::memmem::Finder;
 use sha2::{Digest, Sha256};
 
-use super::buildinfo::{BuildInfo, BuildInfoError};
+use crate::buildcache::buildinfo::{BuildInfo, BuildInfoError};
 
 /// Name of the private directory inside `staging` that holds members until the prefix is known.
 const PARTIAL_DIR: &str = ".sf-cache-unpack.partial";

@@ -329,6 +329,10 @@ pub async fn publish(
                 buildinfo: Some(inputs),
                 buildpath: None,
                 force,
+                exclude: vec![
+                    crate::install::receipt::RECEIPT_FILE.to_string(),
+                    crate::install::receipt::FILES_FILE.to_string(),
+                ],
             };
             writer.stage_entry(&prefix, &eo).await.map(|e| (i, e))
         })

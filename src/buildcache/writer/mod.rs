@@ -21,15 +21,15 @@ use tracing::{debug, info, warn};
 use super::layout::{self, media};
 use super::manifest::{BlobRecord, Manifest};
 use super::BuildcacheError;
-use crate::install::buildinfo::BuildInfo;
+use crate::buildcache::buildinfo::BuildInfo;
 use crate::spec::SpecFile;
 use crate::store::{Precondition, Store, StoreError};
 use crate::trust::{self, TrustError};
 
 pub use index_writer::IndexBuilder;
 pub use pack::{
-    buildinfo_yaml, default_projection, gzip_bytes, pack_prefix, spack_gzip, unpadded_root,
-    BuildInfoInputs, ChecksumWriter, PackedTarball,
+    buildinfo_yaml, default_projection, gzip_bytes, pack_prefix, pack_prefix_excluding, spack_gzip,
+    unpadded_root, BuildInfoInputs, ChecksumWriter, PackedTarball,
 };
 pub use scan::{FileClass, FileScanner, PrefixMatcher};
 
@@ -130,6 +130,8 @@ pub struct EntryOptions {
     pub buildpath: Option<String>,
     /// Rewrite the entry even if its manifest already exists.
     pub force: bool,
+    /// Files of the prefix (relative paths) never packed, e.g. the installer's own receipts.
+    pub exclude: Vec<String>,
 }
 
 /// What [`CacheWriter::write_entry`] wrote.
@@ -367,9 +369,10 @@ impl CacheWriter {
         })?;
         let (tmp_file, tmp_path) = tmp.into_parts();
         let prefix_owned = prefix.to_path_buf();
+        let exclude = opts.exclude.clone();
         let packed = tokio::task::spawn_blocking(move || {
             let w = std::io::BufWriter::with_capacity(1 << 20, tmp_file);
-            pack_prefix(&prefix_owned, &inputs, w)
+            pack_prefix_excluding(&prefix_owned, &inputs, &exclude, w)
         })
         .await
         .map_err(|e| WriterError::Task(e.to_string()))??;

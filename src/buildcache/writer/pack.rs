@@ -23,8 +23,8 @@ use sha2::{Digest, Sha256};
 
 use super::scan::{FileClass, PrefixMatcher};
 use super::WriterError;
+use crate::buildcache::buildinfo::BuildInfo;
 use crate::buildcache::layout;
-use crate::install::buildinfo::BuildInfo;
 use crate::spec::{DepTypes, SpecFile};
 
 const BLOCK: usize = 512;
@@ -493,6 +493,7 @@ struct Walker<'a, W: Write> {
     tar: TarWriter<W>,
     matcher: PrefixMatcher,
     skip: Option<(u64, u64)>,
+    exclude: &'a [String],
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
     info: &'a mut BuildInfo,
     members: usize,
@@ -517,7 +518,7 @@ impl<W: Write> Walker<'_, W> {
     ) -> Result<(), WriterError> {
         let ft = meta.file_type();
         let key = (meta.dev(), meta.ino());
-        if self.skip == Some(key) || is_local_receipt(rel) {
+        if self.skip == Some(key) || self.exclude.iter().any(|e| e.as_bytes() == rel) {
             return Ok(());
         }
         let listable = !(rel == b".spack" || rel.starts_with(b".spack/"));
@@ -599,13 +600,6 @@ impl<W: Write> Walker<'_, W> {
     }
 }
 
-/// sf-cache's own install receipts (`.spack/sf-cache-receipt.json`, `.spack/sf-cache-files.json`)
-/// describe one local install; they never travel in a tarball.
-pub fn is_local_receipt(rel: &[u8]) -> bool {
-    rel == crate::install::receipt::RECEIPT_FILE.as_bytes()
-        || rel == crate::install::receipt::FILES_FILE.as_bytes()
-}
-
 fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
     if a.is_empty() {
         return b.to_vec();
@@ -626,6 +620,17 @@ fn dir_name(name: &[u8]) -> Vec<u8> {
 pub fn pack_prefix(
     prefix: &Path,
     inputs: &BuildInfoInputs,
+    out: impl Write,
+) -> Result<PackedTarball, WriterError> {
+    pack_prefix_excluding(prefix, inputs, &[], out)
+}
+
+/// [`pack_prefix`], leaving out the files named in `exclude` (paths relative to the prefix, e.g.
+/// an installer's own receipts, which describe one local install and never travel in a tarball).
+pub fn pack_prefix_excluding(
+    prefix: &Path,
+    inputs: &BuildInfoInputs,
+    exclude: &[String],
     out: impl Write,
 ) -> Result<PackedTarball, WriterError> {
     if !prefix.is_absolute() {
@@ -675,6 +680,7 @@ pub fn pack_prefix(
         tar: TarWriter { w: gz, written: 0 },
         matcher: PrefixMatcher::new(&inputs.prefixes_to_relocate()),
         skip,
+        exclude,
         hardlinks: HashMap::new(),
         info: &mut info,
         members: 0,
