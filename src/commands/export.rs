@@ -3,7 +3,7 @@
 use super::module::{open_existing_root, select};
 use super::{exit, CmdResult, Context, Failure};
 use crate::cli::ExportArgs;
-use crate::modules::export::{export, ExportOptions};
+use crate::export::{export, ExportOptions};
 
 /// The passphrase: `--passphrase-file` (first line), else `$SF_CACHE_KEY_PASSPHRASE`.
 fn passphrase(a: &ExportArgs) -> Result<Option<String>, Failure> {
@@ -81,4 +81,10 @@ pub fn run(ctx: &Context, a: &ExportArgs) -> CmdResult {
         ))?;
     }
     Ok(())
+}
+
+impl From<crate::export::ExportError> for super::Failure {
+    fn from(e: crate::export::ExportError) -> super::Failure {
+        super::Failure::new(e.exit_code(), e.to_string())
+    }
 }

@@ -3,7 +3,7 @@
 use super::{CmdResult, Context};
 use crate::cli::RelocateArgs;
 use crate::install::gc;
-use crate::modules::moved::relocate_tree;
+use crate::install::moved::relocate_tree;
 
 pub fn run(ctx: &Context, a: &RelocateArgs) -> CmdResult {
     let report = relocate_tree(&a.dir, a.from.as_deref())?;
@@ -41,4 +41,10 @@ pub fn run(ctx: &Context, a: &RelocateArgs) -> CmdResult {
         report.root.display()
     ))?;
     Ok(())
+}
+
+impl From<crate::install::moved::MovedError> for super::Failure {
+    fn from(e: crate::install::moved::MovedError) -> super::Failure {
+        super::Failure::new(e.exit_code(), e.to_string())
+    }
 }

@@ -5,6 +5,7 @@
 //! `view` and `gc` work from the receipts.
 pub mod gc;
 pub mod installer;
+pub mod moved;
 pub mod plan;
 pub mod projection;
 pub mod receipt;

@@ -10,9 +10,7 @@
 //! * [`export`]: `sf-cache export`, one streamed tarball with a closure's prefixes, a view, the
 //!   modules and the metadata [`moved`] needs.
 
-pub mod export;
 pub mod layout;
-pub mod moved;
 pub mod templates;
 
 use std::collections::BTreeMap;
@@ -56,69 +54,13 @@ pub enum ModulesError {
     },
     #[error("install root {}: {reason}", root.display())]
     Root { root: PathBuf, reason: String },
-    #[error("{}: no sf-cache install receipts there; give a moved install root or an extracted export (they hold .sf-cache/root.json and the packages' .spack/sf-cache-receipt.json)", dir.display())]
-    NothingToRelocate { dir: PathBuf },
-    #[error("--from {}: the receipts in {} say the tree was at {}; pass --from {} (or leave --from out)", given.display(), dir.display(), recorded.display(), recorded.display())]
-    FromMismatch {
-        dir: PathBuf,
-        given: PathBuf,
-        recorded: PathBuf,
-    },
-    #[error("{0}")]
-    PathTooLong(Box<TooLong>),
-    #[error("{package}: {source}")]
-    Relocate {
-        package: String,
-        source: crate::relocate::RelocateError,
-    },
-    #[error("{package} depends on {dependency}, which is not installed in {}; install it (sf-cache install) before exporting", root.display())]
-    MissingDependency {
-        root: PathBuf,
-        package: String,
-        dependency: String,
-    },
-    #[error("view name `{name}`: {reason}; pick another --view name")]
-    BadViewName { name: String, reason: String },
-    #[error("signing {}: {reason}", path.display())]
-    Sign { path: PathBuf, reason: String },
-}
-
-/// A moved tree whose new path does not fit the strings compiled into a binary.
-#[derive(Debug)]
-pub struct TooLong {
-    pub dir: PathBuf,
-    pub new_len: usize,
-    pub from: PathBuf,
-    pub old_len: usize,
-    pub file: PathBuf,
-    pub detail: String,
-    pub hint: String,
-}
-
-impl std::fmt::Display for TooLong {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "cannot relocate {} ({} characters) from {} ({} characters): {} holds paths compiled into it and {}; {} (nothing was changed)",
-            self.dir.display(),
-            self.new_len,
-            self.from.display(),
-            self.old_len,
-            self.file.display(),
-            self.detail,
-            self.hint
-        )
-    }
 }
 
 impl ModulesError {
     /// The exit code for the command line (see `commands::exit`).
     pub fn exit_code(&self) -> u8 {
         match self {
-            ModulesError::Ambiguous { .. }
-            | ModulesError::FromMismatch { .. }
-            | ModulesError::BadViewName { .. }
-            | ModulesError::TemplateDir { .. } => 2,
+            ModulesError::Ambiguous { .. } | ModulesError::TemplateDir { .. } => 2,
             ModulesError::NotInstalled { .. } => 4,
             _ => 1,
         }

@@ -18,12 +18,63 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::info;
 
-use super::moved::{ExportRecord, ExportedPackage, EXPORT_FORMAT, EXPORT_RECORD};
-use super::{io_err, resolve_hashes, write_modules, write_public, ModuleOptions, ModulesError};
+use crate::install::moved::{
+    ExportRecord, ExportedPackage, MovedError, EXPORT_FORMAT, EXPORT_RECORD,
+};
 use crate::install::receipt::Receipt;
 use crate::install::root::{absolute_root, InstallRoot, STATE_DIR};
 use crate::install::uninstall::display_name;
 use crate::install::view::build_view_as;
+use crate::modules::{resolve_hashes, write_modules, ModuleOptions, ModulesError};
+
+/// Why an export could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Modules(#[from] ModulesError),
+    #[error(transparent)]
+    Moved(#[from] MovedError),
+    #[error("install root {}: {reason}", root.display())]
+    Root { root: PathBuf, reason: String },
+    #[error("{}: {source}; check the path and its permissions", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{package} depends on {dependency}, which is not installed in {}; install it (sf-cache install) before exporting", root.display())]
+    MissingDependency {
+        root: PathBuf,
+        package: String,
+        dependency: String,
+    },
+    #[error("view name `{name}`: {reason}; pick another --view name")]
+    BadViewName { name: String, reason: String },
+    #[error("signing {}: {reason}", path.display())]
+    Sign { path: PathBuf, reason: String },
+}
+
+impl ExportError {
+    /// The exit code for the command line (see `commands::exit`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ExportError::Modules(e) => e.exit_code(),
+            ExportError::Moved(e) => e.exit_code(),
+            ExportError::BadViewName { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
+    move |source| ExportError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write_public(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    Ok(crate::install::moved::write_public(path, bytes)?)
+}
 
 /// Default name of the view inside an export.
 pub const DEFAULT_VIEW: &str = "view";
@@ -81,7 +132,7 @@ fn closure<'a>(
     root: &Path,
     installed: &'a [(PathBuf, Receipt)],
     chosen: &[&'a (PathBuf, Receipt)],
-) -> Result<Vec<&'a (PathBuf, Receipt)>, ModulesError> {
+) -> Result<Vec<&'a (PathBuf, Receipt)>, ExportError> {
     let by_hash: HashMap<&str, &(PathBuf, Receipt)> =
         installed.iter().map(|e| (e.1.hash.as_str(), e)).collect();
     let mut out: Vec<&(PathBuf, Receipt)> = Vec::new();
@@ -101,7 +152,7 @@ fn closure<'a>(
         for d in e.1.dependencies.iter().rev() {
             let dep = by_hash
                 .get(d.as_str())
-                .ok_or_else(|| ModulesError::MissingDependency {
+                .ok_or_else(|| ExportError::MissingDependency {
                     root: root.to_path_buf(),
                     package: display_name(&e.1),
                     dependency: d.clone(),
@@ -118,8 +169,8 @@ fn check_view_name(
     name: &str,
     installed: &[(PathBuf, Receipt)],
     root: &Path,
-) -> Result<(), ModulesError> {
-    let bad = |reason: &str| ModulesError::BadViewName {
+) -> Result<(), ExportError> {
+    let bad = |reason: &str| ExportError::BadViewName {
         name: name.to_string(),
         reason: reason.to_string(),
     };
@@ -165,7 +216,7 @@ impl<W: Write> TarWriter<W> {
     }
 
     /// One path (not followed if a symlink) under the archive name `name`.
-    fn add(&mut self, path: &Path, name: &Path) -> Result<(), ModulesError> {
+    fn add(&mut self, path: &Path, name: &Path) -> Result<(), ExportError> {
         let md = std::fs::symlink_metadata(path).map_err(io_err(path))?;
         let ft = md.file_type();
         if ft.is_symlink() {
@@ -207,7 +258,7 @@ impl<W: Write> TarWriter<W> {
     }
 
     /// A directory and everything below it (sorted, symlinks not followed).
-    fn add_tree(&mut self, dir: &Path, name: &Path) -> Result<(), ModulesError> {
+    fn add_tree(&mut self, dir: &Path, name: &Path) -> Result<(), ExportError> {
         self.add(dir, name)?;
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .map_err(io_err(dir))?
@@ -232,7 +283,7 @@ impl<W: Write> TarWriter<W> {
         base: &Path,
         rel: &Path,
         done: &mut Vec<PathBuf>,
-    ) -> Result<(), ModulesError> {
+    ) -> Result<(), ExportError> {
         let mut acc = PathBuf::new();
         let comps: Vec<_> = rel.components().collect();
         for c in comps.iter().take(comps.len().saturating_sub(1)) {
@@ -248,7 +299,7 @@ impl<W: Write> TarWriter<W> {
 
 /// Write the export of packages of the (opened, locked) install root. See the module
 /// documentation for the layout.
-pub fn export(root: &InstallRoot, opts: &ExportOptions) -> Result<ExportReport, ModulesError> {
+pub fn export(root: &InstallRoot, opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     let installed = root.installed();
     let chosen = resolve_hashes(&root.dir, &installed, &opts.hashes)?;
     let members = closure(&root.dir, &installed, &chosen)?;
@@ -265,7 +316,7 @@ pub fn export(root: &InstallRoot, opts: &ExportOptions) -> Result<ExportReport, 
     let final_view = root.dir.join(&opts.view_name);
     let packages: Vec<(PathBuf, Receipt)> = members.iter().map(|e| (*e).clone()).collect();
     build_view_as(&view_build, &final_view, &root.dir, &packages).map_err(|e| {
-        ModulesError::Root {
+        ExportError::Root {
             root: root.dir.clone(),
             reason: e.to_string(),
         }
@@ -368,7 +419,7 @@ pub fn export(root: &InstallRoot, opts: &ExportOptions) -> Result<ExportReport, 
         Some((key, pass)) => {
             let mut f = File::open(tmp.path()).map_err(io_err(tmp.path()))?;
             let sig = crate::trust::sign_detached(key, pass.as_deref(), &mut f).map_err(|e| {
-                ModulesError::Sign {
+                ExportError::Sign {
                     path: output.clone(),
                     reason: e.to_string(),
                 }

@@ -22,13 +22,93 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use super::{io_err, write_public, ModulesError, TooLong};
 use crate::buildcache::buildinfo::BuildInfo;
 use crate::install::receipt::{EntryKind, Receipt, ReceiptFile, FILES_FILE, RECEIPT_FILE};
 use crate::install::root::{absolute_root, existing_projection, InstallRoot};
 use crate::install::verify::sha256_file;
 use crate::install::view::{read_view, VIEW_MARKER};
 use crate::relocate::{self, binary, elf, sbang, PrefixMap, RelocateLists};
+
+/// Why a moved tree could not be made to work where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum MovedError {
+    #[error("install root {}: {reason}", root.display())]
+    Root { root: PathBuf, reason: String },
+    #[error("{}: {source}; check the path and its permissions", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: no sf-cache install receipts there; give a moved install root or an extracted export (they hold .sf-cache/root.json and the packages' .spack/sf-cache-receipt.json)", dir.display())]
+    NothingToRelocate { dir: PathBuf },
+    #[error("--from {}: the receipts in {} say the tree was at {}; pass --from {} (or leave --from out)", given.display(), dir.display(), recorded.display(), recorded.display())]
+    FromMismatch {
+        dir: PathBuf,
+        given: PathBuf,
+        recorded: PathBuf,
+    },
+    #[error("{0}")]
+    PathTooLong(Box<TooLong>),
+    #[error("{package}: {source}")]
+    Relocate {
+        package: String,
+        source: crate::relocate::RelocateError,
+    },
+}
+
+impl MovedError {
+    /// The exit code for the command line (see `commands::exit`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            MovedError::FromMismatch { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// A moved tree whose new path does not fit the strings compiled into a binary.
+#[derive(Debug)]
+pub struct TooLong {
+    pub dir: PathBuf,
+    pub new_len: usize,
+    pub from: PathBuf,
+    pub old_len: usize,
+    pub file: PathBuf,
+    pub detail: String,
+    pub hint: String,
+}
+
+impl std::fmt::Display for TooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot relocate {} ({} characters) from {} ({} characters): {} holds paths compiled into it and {}; {} (nothing was changed)",
+            self.dir.display(),
+            self.new_len,
+            self.from.display(),
+            self.old_len,
+            self.file.display(),
+            self.detail,
+            self.hint
+        )
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> MovedError + '_ {
+    move |source| MovedError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Write a file everyone may read (0644), atomically.
+pub(crate) fn write_public(path: &Path, bytes: &[u8]) -> Result<(), MovedError> {
+    use std::io::Write;
+    crate::fs::write_atomic_with(path, crate::fs::Mode::Exact(0o644), ".sf-cache-tmp-", |f| {
+        f.write_all(bytes)
+    })
+    .map_err(io_err(path))
+}
 
 /// The record at the top of an exported tree.
 pub const EXPORT_RECORD: &str = "sf-cache-export.json";
@@ -62,12 +142,12 @@ pub struct ExportedPackage {
 }
 
 impl ExportRecord {
-    pub fn read(root: &Path) -> Result<Option<ExportRecord>, ModulesError> {
+    pub fn read(root: &Path) -> Result<Option<ExportRecord>, MovedError> {
         let path = root.join(EXPORT_RECORD);
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| ModulesError::Root {
+                .map_err(|e| MovedError::Root {
                     root: root.to_path_buf(),
                     reason: format!(
                         "unreadable {EXPORT_RECORD} ({e}); extract the export again, or remove the file and pass --from"
@@ -78,7 +158,7 @@ impl ExportRecord {
         }
     }
 
-    pub fn write(&self, root: &Path) -> Result<(), ModulesError> {
+    pub fn write(&self, root: &Path) -> Result<(), MovedError> {
         let path = root.join(EXPORT_RECORD);
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| io_err(&path)(std::io::Error::other(e.to_string())))?;
@@ -136,7 +216,7 @@ fn recorded_root(receipt_prefix: &str, rel: &Path) -> Option<PathBuf> {
 }
 
 /// Executable files of `prefix` whose first line runs `old_sbang` (the install put them there).
-fn sbang_scripts(prefix: &Path, old_sbang: &Path) -> Result<Vec<PathBuf>, ModulesError> {
+fn sbang_scripts(prefix: &Path, old_sbang: &Path) -> Result<Vec<PathBuf>, MovedError> {
     let line = sbang::sbang_shebang_line(old_sbang);
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
@@ -176,16 +256,16 @@ fn lists_of(
     prefix: &Path,
     receipt: &Receipt,
     old_sbang: &Path,
-) -> Result<RelocateLists, ModulesError> {
+) -> Result<RelocateLists, MovedError> {
     let path = prefix.join(".spack/binary_distribution");
-    let bytes = std::fs::read(&path).map_err(|e| ModulesError::Root {
+    let bytes = std::fs::read(&path).map_err(|e| MovedError::Root {
         root: prefix.to_path_buf(),
         reason: format!(
             "{} has no readable .spack/binary_distribution ({e}), so what to rewrite is unknown; reinstall it in place instead",
             label(receipt)
         ),
     })?;
-    let bi = BuildInfo::parse(&bytes).map_err(|e| ModulesError::Root {
+    let bi = BuildInfo::parse(&bytes).map_err(|e| MovedError::Root {
         root: prefix.to_path_buf(),
         reason: format!("{}: {e}", label(receipt)),
     })?;
@@ -205,15 +285,10 @@ fn lists_of(
 
 /// Check, without writing, that every binary of `p` takes the new paths (ELF strings first,
 /// then the strings inside, as [`relocate::relocate_package`] applies them).
-fn check_binaries(
-    p: &Pending,
-    map: &PrefixMap,
-    dir: &Path,
-    old: &Path,
-) -> Result<(), ModulesError> {
+fn check_binaries(p: &Pending, map: &PrefixMap, dir: &Path, old: &Path) -> Result<(), MovedError> {
     let (new_len, old_len) = (dir.as_os_str().len(), old.as_os_str().len());
     let too_long = |file: &Path, detail: String| {
-        ModulesError::PathTooLong(Box::new(TooLong {
+        MovedError::PathTooLong(Box::new(TooLong {
             dir: dir.to_path_buf(),
             new_len,
             from: old.to_path_buf(),
@@ -291,7 +366,7 @@ fn refresh_files(
     prefix: &Path,
     files: &mut [ReceiptFile],
     touched: &HashSet<(u64, u64)>,
-) -> Result<(), ModulesError> {
+) -> Result<(), MovedError> {
     for f in files.iter_mut() {
         let path = prefix.join(&f.path);
         match f.kind {
@@ -316,7 +391,7 @@ fn write_receipt(
     prefix: &Path,
     receipt: &Receipt,
     files: &[ReceiptFile],
-) -> Result<(), ModulesError> {
+) -> Result<(), MovedError> {
     for (name, bytes) in [
         (FILES_FILE, serde_json::to_vec_pretty(files)),
         (RECEIPT_FILE, serde_json::to_vec_pretty(receipt)),
@@ -329,8 +404,8 @@ fn write_receipt(
 }
 
 /// Rewrite one package in place, then its receipt. Returns the number of paths changed.
-fn apply(p: &Pending, map: &PrefixMap, new_sbang: Option<&Path>) -> Result<usize, ModulesError> {
-    let reloc = |source| ModulesError::Relocate {
+fn apply(p: &Pending, map: &PrefixMap, new_sbang: Option<&Path>) -> Result<usize, MovedError> {
+    let reloc = |source| MovedError::Relocate {
         package: label(&p.receipt),
         source,
     };
@@ -359,7 +434,7 @@ fn apply(p: &Pending, map: &PrefixMap, new_sbang: Option<&Path>) -> Result<usize
         .chain(changed.iter())
         .filter_map(|rel| inode(&p.prefix.join(rel)))
         .collect();
-    let mut files = Receipt::read_files(&p.prefix).map_err(|e| ModulesError::Root {
+    let mut files = Receipt::read_files(&p.prefix).map_err(|e| MovedError::Root {
         root: p.prefix.clone(),
         reason: e.to_string(),
     })?;
@@ -429,7 +504,7 @@ fn views_in(dir: &Path, prefixes: &HashSet<PathBuf>) -> Vec<PathBuf> {
 
 /// Relocate the install root (or extracted export) `dir`, which used to live at `from` (default:
 /// what the export record or the receipts say).
-pub fn relocate_tree(dir: &Path, from: Option<&Path>) -> Result<RelocateReport, ModulesError> {
+pub fn relocate_tree(dir: &Path, from: Option<&Path>) -> Result<RelocateReport, MovedError> {
     let dir = absolute_root(dir).map_err(io_err(dir))?;
     if !dir.is_dir() {
         return Err(io_err(&dir)(std::io::Error::new(
@@ -437,10 +512,10 @@ pub fn relocate_tree(dir: &Path, from: Option<&Path>) -> Result<RelocateReport, 
             "no such directory",
         )));
     }
-    let nothing = || ModulesError::NothingToRelocate { dir: dir.clone() };
+    let nothing = || MovedError::NothingToRelocate { dir: dir.clone() };
     // Check before InstallRoot::open, which would create the state directory.
     if existing_projection(&dir)
-        .map_err(|e| ModulesError::Root {
+        .map_err(|e| MovedError::Root {
             root: dir.clone(),
             reason: e.to_string(),
         })?
@@ -448,7 +523,7 @@ pub fn relocate_tree(dir: &Path, from: Option<&Path>) -> Result<RelocateReport, 
     {
         return Err(nothing());
     }
-    let root = InstallRoot::open(&dir, None, false).map_err(|e| ModulesError::Root {
+    let root = InstallRoot::open(&dir, None, false).map_err(|e| MovedError::Root {
         root: dir.clone(),
         reason: e.to_string(),
     })?;
@@ -466,7 +541,7 @@ pub fn relocate_tree(dir: &Path, from: Option<&Path>) -> Result<RelocateReport, 
             continue;
         }
         let rel = prefix.strip_prefix(&dir).unwrap_or(prefix);
-        let old = recorded_root(&r.prefix, rel).ok_or_else(|| ModulesError::Root {
+        let old = recorded_root(&r.prefix, rel).ok_or_else(|| MovedError::Root {
             root: dir.clone(),
             reason: format!(
                 "the receipt of {} says it was installed in {}, which does not end in {}; only a whole install root can be moved and relocated",
@@ -479,7 +554,7 @@ pub fn relocate_tree(dir: &Path, from: Option<&Path>) -> Result<RelocateReport, 
         pending_idx.push(i);
     }
     if pending_roots.len() > 1 {
-        return Err(ModulesError::Root {
+        return Err(MovedError::Root {
             root: dir.clone(),
             reason: format!(
                 "the receipts name several old locations ({}); relocate each part separately",
@@ -498,7 +573,7 @@ pub fn relocate_tree(dir: &Path, from: Option<&Path>) -> Result<RelocateReport, 
     };
     if let (Some(g), Some(r)) = (&given, &from_receipts) {
         if g != r {
-            return Err(ModulesError::FromMismatch {
+            return Err(MovedError::FromMismatch {
                 dir: dir.clone(),
                 given: g.clone(),
                 recorded: r.clone(),
@@ -574,7 +649,7 @@ pub fn relocate_tree(dir: &Path, from: Option<&Path>) -> Result<RelocateReport, 
         .map(|p| (p.receipt.hash.as_str(), ()))
         .collect();
     if !pending.is_empty() {
-        relocate::sbang::install_sbang(&new_sbang).map_err(|source| ModulesError::Relocate {
+        relocate::sbang::install_sbang(&new_sbang).map_err(|source| MovedError::Relocate {
             package: "sbang".into(),
             source,
         })?;
@@ -616,7 +691,7 @@ pub fn relocate_tree(dir: &Path, from: Option<&Path>) -> Result<RelocateReport, 
     if !map.is_empty() {
         for f in module_files(&dir, &prefixes) {
             let changed = relocate::text::relocate_text_file(&f, &map).map_err(|source| {
-                ModulesError::Relocate {
+                MovedError::Relocate {
                     package: f.display().to_string(),
                     source,
                 }
