@@ -4,6 +4,7 @@ pub mod buildcache;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod error;
 pub mod export;
 pub mod fetch;
 pub mod fs;

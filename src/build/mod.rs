@@ -26,6 +26,7 @@ use runtime::{Invocation, Mount};
 use template::{EnvContext, EnvMirror, EnvRepo, ScriptContext, Templates};
 
 use crate::buildcache::writer::CacheWriter;
+use crate::error::ErrorKind;
 use crate::publish::{PublishError, PublishOptions, PublishReport};
 
 /// Default image of the container runtimes (a local image with Spack and a compiler; see
@@ -90,11 +91,11 @@ pub enum BuildError {
 }
 
 impl BuildError {
-    /// Exit code: usage errors 2, everything else 1.
-    pub fn exit_code(&self) -> u8 {
+    /// What sort of failure this is: a runtime or Spack root the user must name is a usage error.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            BuildError::UnknownRuntime(_) | BuildError::NoSpackRoot => 2,
-            _ => 1,
+            BuildError::UnknownRuntime(_) | BuildError::NoSpackRoot => ErrorKind::Usage,
+            _ => ErrorKind::Failure,
         }
     }
 }

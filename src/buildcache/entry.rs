@@ -402,8 +402,8 @@ impl VerifiedEntry {
                     if i + 1 < count {
                         tracing::warn!("{e}; trying the next mirror");
                     }
-                    let rank = |e: &BuildcacheError| match e.exit_code() {
-                        3 => 2,
+                    let rank = |e: &BuildcacheError| match e.kind() {
+                        crate::error::ErrorKind::Verification => 2,
                         _ => 1,
                     };
                     if worst.as_ref().is_none_or(|w| rank(&e) > rank(w)) {

@@ -14,6 +14,7 @@ pub mod writer;
 
 use thiserror::Error;
 
+use crate::error::ErrorKind;
 use crate::store::StoreError;
 
 pub use catalog::{Catalog, CatalogEntry, ClosureNode};
@@ -62,12 +63,16 @@ pub enum BuildcacheError {
 }
 
 impl BuildcacheError {
-    /// Process exit code for this error (README: 1 other, 3 verification, 4 no match).
-    pub fn exit_code(&self) -> u8 {
+    /// What sort of failure this is (README, exit codes: 1 other, 3 verification, 4 no match).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            BuildcacheError::Verification { .. } | BuildcacheError::ChecksumMismatch { .. } => 3,
-            BuildcacheError::NoMatch { .. } | BuildcacheError::NoRunnableMatch { .. } => 4,
-            _ => 1,
+            BuildcacheError::Verification { .. } | BuildcacheError::ChecksumMismatch { .. } => {
+                ErrorKind::Verification
+            }
+            BuildcacheError::NoMatch { .. } | BuildcacheError::NoRunnableMatch { .. } => {
+                ErrorKind::NoMatch
+            }
+            _ => ErrorKind::Failure,
         }
     }
 }

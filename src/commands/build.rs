@@ -18,7 +18,7 @@ use crate::ui::status::StatusLine;
 
 impl From<BuildError> for Failure {
     fn from(e: BuildError) -> Failure {
-        Failure::new(e.exit_code(), e.to_string())
+        Failure::new(super::exit::code(e.kind()), e.to_string())
     }
 }
 

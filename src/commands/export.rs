@@ -85,6 +85,6 @@ pub fn run(ctx: &Context, a: &ExportArgs) -> CmdResult {
 
 impl From<crate::export::ExportError> for super::Failure {
     fn from(e: crate::export::ExportError) -> super::Failure {
-        super::Failure::new(e.exit_code(), e.to_string())
+        super::Failure::new(super::exit::code(e.kind()), e.to_string())
     }
 }

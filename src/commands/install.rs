@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{exit, parse_query, CmdResult, Context, Failure};
 use crate::buildcache::catalog::short;
 use crate::cli::InstallArgs;
+use crate::error::ErrorKind;
 use crate::fetch::{BlobCache, FetchOptions, Fetcher};
 use crate::install::installer::{self, InstallError, InstallOptions, InstallReport};
 use crate::install::plan::{check_against_lockfile, Action, Lockfile, Plan};
@@ -20,7 +21,7 @@ use crate::ui::progress::DownloadProgress;
 
 impl From<InstallError> for Failure {
     fn from(e: InstallError) -> Failure {
-        Failure::new(e.exit_code(), e.to_string())
+        Failure::new(super::exit::code(e.kind()), e.to_string())
     }
 }
 
@@ -135,7 +136,7 @@ pub async fn install(
         let query = parse_query(std::slice::from_ref(q))?;
         let hash = match catalog.best_match(&query, &host) {
             Ok(e) => e.spec.hash.clone(),
-            Err(e) if args.build_on_miss && !args.dry_run && e.exit_code() == exit::NO_MATCH => {
+            Err(e) if args.build_on_miss && !args.dry_run && e.kind() == ErrorKind::NoMatch => {
                 catalog = super::build::on_miss(ctx, q, args).await?;
                 catalog.best_match(&query, &host)?.spec.hash.clone()
             }

@@ -14,7 +14,7 @@ use super::{exit, parse_query, CmdResult, Context, Failure};
 
 impl From<MirrorError> for Failure {
     fn from(e: MirrorError) -> Failure {
-        Failure::new(e.exit_code(), e.to_string())
+        Failure::new(super::exit::code(e.kind()), e.to_string())
     }
 }
 

@@ -31,6 +31,17 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     pub const VERIFICATION: u8 = 3;
     pub const NO_MATCH: u8 = 4;
+
+    /// The exit code of a library error's kind: the one place kinds become numbers.
+    pub fn code(kind: crate::error::ErrorKind) -> u8 {
+        use crate::error::ErrorKind;
+        match kind {
+            ErrorKind::Failure => FAILURE,
+            ErrorKind::Usage => USAGE,
+            ErrorKind::Verification => VERIFICATION,
+            ErrorKind::NoMatch => NO_MATCH,
+        }
+    }
 }
 
 /// A failure with its exit code and one line for the user.
@@ -66,7 +77,7 @@ impl Failure {
 impl From<BuildcacheError> for Failure {
     fn from(e: BuildcacheError) -> Failure {
         Failure {
-            code: e.exit_code(),
+            code: exit::code(e.kind()),
             message: e.to_string(),
         }
     }

@@ -11,7 +11,7 @@ use crate::modules::{write_modules, ModuleOptions, ModulesError};
 
 impl From<ModulesError> for Failure {
     fn from(e: ModulesError) -> Failure {
-        Failure::new(e.exit_code(), e.to_string())
+        Failure::new(super::exit::code(e.kind()), e.to_string())
     }
 }
 

@@ -16,7 +16,7 @@ impl From<PublishError> for Failure {
 impl From<WriterError> for Failure {
     fn from(e: WriterError) -> Failure {
         let code = match &e {
-            WriterError::Buildcache(b) => b.exit_code(),
+            WriterError::Buildcache(b) => super::exit::code(b.kind()),
             _ => exit::FAILURE,
         };
         Failure::new(code, e.to_string())

@@ -45,6 +45,6 @@ pub fn run(ctx: &Context, a: &RelocateArgs) -> CmdResult {
 
 impl From<crate::install::moved::MovedError> for super::Failure {
     fn from(e: crate::install::moved::MovedError) -> super::Failure {
-        super::Failure::new(e.exit_code(), e.to_string())
+        super::Failure::new(super::exit::code(e.kind()), e.to_string())
     }
 }

@@ -557,7 +557,7 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
     )
     .map_err(|e| {
         Failure::new(
-            e.exit_code(),
+            super::exit::code(e.kind()),
             format!("Slurm is installed, but its module is not: {e}"),
         )
     })?;

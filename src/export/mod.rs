@@ -54,13 +54,13 @@ pub enum ExportError {
 }
 
 impl ExportError {
-    /// The exit code for the command line (see `commands::exit`).
-    pub fn exit_code(&self) -> u8 {
+    /// What sort of failure this is (the command line maps it to an exit code).
+    pub fn kind(&self) -> crate::error::ErrorKind {
         match self {
-            ExportError::Modules(e) => e.exit_code(),
-            ExportError::Moved(e) => e.exit_code(),
-            ExportError::BadViewName { .. } => 2,
-            _ => 1,
+            ExportError::Modules(e) => e.kind(),
+            ExportError::Moved(e) => e.kind(),
+            ExportError::BadViewName { .. } => crate::error::ErrorKind::Usage,
+            _ => crate::error::ErrorKind::Failure,
         }
     }
 }

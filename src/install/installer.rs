@@ -18,6 +18,7 @@ use super::receipt::{EntryKind, Receipt, ReceiptFile, FILES_FILE, RECEIPT_FILE, 
 use super::root::{make_writable_and_remove, InstallRoot, RootError};
 use super::unpack::{unpack_tarball, FileKind, UnpackError, UnpackOptions, Unpacked};
 use crate::buildcache::{Catalog, VerifiedEntry};
+use crate::error::ErrorKind;
 use crate::fetch::{BlobRequest, FetchError, Fetcher};
 use crate::relocate::{
     self, elf, prefix_map::old_prefixes_by_hash, sbang, PrefixMap, RelocateError, RelocateLists,
@@ -65,11 +66,12 @@ pub enum InstallError {
 }
 
 impl InstallError {
-    pub fn exit_code(&self) -> u8 {
+    /// What sort of failure this is (the command line maps it to an exit code).
+    pub fn kind(&self) -> ErrorKind {
         match self {
             InstallError::Fetch(FetchError::DigestMismatch { .. })
-            | InstallError::Fetch(FetchError::SizeMismatch { .. }) => 3,
-            _ => 1,
+            | InstallError::Fetch(FetchError::SizeMismatch { .. }) => ErrorKind::Verification,
+            _ => ErrorKind::Failure,
         }
     }
 }

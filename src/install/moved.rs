@@ -57,11 +57,11 @@ pub enum MovedError {
 }
 
 impl MovedError {
-    /// The exit code for the command line (see `commands::exit`).
-    pub fn exit_code(&self) -> u8 {
+    /// What sort of failure this is: a `--from` that contradicts the receipts is a usage error.
+    pub fn kind(&self) -> crate::error::ErrorKind {
         match self {
-            MovedError::FromMismatch { .. } => 2,
-            _ => 1,
+            MovedError::FromMismatch { .. } => crate::error::ErrorKind::Usage,
+            _ => crate::error::ErrorKind::Failure,
         }
     }
 }

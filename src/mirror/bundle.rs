@@ -332,7 +332,7 @@ mod tests {
             std::fs::write(&p, &bad).unwrap();
             let d = tempfile::tempdir().unwrap();
             let e = extract_bundle(&p, d.path()).unwrap_err();
-            assert_eq!(e.exit_code(), 3, "{e}");
+            assert_eq!(e.kind(), crate::error::ErrorKind::Verification, "{e}");
         }
         // Cached extraction is reused.
         let cache = tempfile::tempdir().unwrap();

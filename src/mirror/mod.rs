@@ -35,11 +35,12 @@ use crate::buildcache::writer::{
 use crate::buildcache::{
     BuildcacheError, Catalog, IndexCache, Mirror, TrustContext, VerifiedEntry,
 };
+use crate::error::ErrorKind;
 use crate::fetch::{BlobRequest, FetchError, Fetcher};
 use crate::spec::{HostTargets, Query, SpecFile};
 use crate::store::{Store, StoreError};
 
-/// Errors of mirroring and bundles. [`MirrorError::exit_code`] gives the process exit code.
+/// Errors of mirroring and bundles. [`MirrorError::kind`] says what sort of failure it is.
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
     #[error(transparent)]
@@ -64,16 +65,17 @@ pub enum MirrorError {
 }
 
 impl MirrorError {
-    /// 3 for anything that failed verification, 4 for no match, 2 for usage, else 1.
-    pub fn exit_code(&self) -> u8 {
+    /// Verification for anything that failed verification, the buildcache's kind for its
+    /// errors, usage for usage errors, else a plain failure.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            MirrorError::Buildcache(e) => e.exit_code(),
-            MirrorError::Writer(WriterError::Buildcache(e)) => e.exit_code(),
+            MirrorError::Buildcache(e) => e.kind(),
+            MirrorError::Writer(WriterError::Buildcache(e)) => e.kind(),
             MirrorError::Fetch(FetchError::DigestMismatch { .. })
             | MirrorError::Fetch(FetchError::SizeMismatch { .. })
-            | MirrorError::Bundle { .. } => 3,
-            MirrorError::Usage(_) => 2,
-            _ => 1,
+            | MirrorError::Bundle { .. } => ErrorKind::Verification,
+            MirrorError::Usage(_) => ErrorKind::Usage,
+            _ => ErrorKind::Failure,
         }
     }
 
@@ -901,18 +903,18 @@ mod tests {
     }
 
     #[test]
-    fn exit_codes() {
+    fn error_kinds() {
         let e = MirrorError::Fetch(FetchError::DigestMismatch {
             url: "u".into(),
             expected: "a".into(),
             actual: "b".into(),
         });
-        assert_eq!(e.exit_code(), 3);
+        assert_eq!(e.kind(), ErrorKind::Verification);
         let e = MirrorError::Bundle {
             bundle: "b".into(),
             reason: "r".into(),
         };
-        assert_eq!(e.exit_code(), 3);
-        assert_eq!(MirrorError::Usage("x".into()).exit_code(), 2);
+        assert_eq!(e.kind(), ErrorKind::Verification);
+        assert_eq!(MirrorError::Usage("x".into()).kind(), ErrorKind::Usage);
     }
 }

@@ -20,6 +20,7 @@ use serde::Serialize;
 use thiserror::Error;
 use tracing::info;
 
+use crate::error::ErrorKind;
 use crate::install::receipt::Receipt;
 use crate::install::root::{absolute_root, existing_projection, installed_in};
 use crate::install::uninstall::display_name;
@@ -57,12 +58,12 @@ pub enum ModulesError {
 }
 
 impl ModulesError {
-    /// The exit code for the command line (see `commands::exit`).
-    pub fn exit_code(&self) -> u8 {
+    /// What sort of failure this is (the command line maps it to an exit code).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            ModulesError::Ambiguous { .. } | ModulesError::TemplateDir { .. } => 2,
-            ModulesError::NotInstalled { .. } => 4,
-            _ => 1,
+            ModulesError::Ambiguous { .. } | ModulesError::TemplateDir { .. } => ErrorKind::Usage,
+            ModulesError::NotInstalled { .. } => ErrorKind::NoMatch,
+            _ => ErrorKind::Failure,
         }
     }
 }
