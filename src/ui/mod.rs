@@ -84,7 +84,7 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .unwrap_or_else(|| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(progress::LogWriter::default)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(verbose > 0)
         .without_time()

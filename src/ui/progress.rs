@@ -18,6 +18,7 @@ enum Mode {
     },
     Lines {
         sizes: Mutex<HashMap<String, (Option<u64>, u64)>>,
+        out: Mutex<Box<dyn Write + Send>>,
     },
     Quiet,
 }
@@ -48,17 +49,26 @@ impl DownloadProgress {
             );
             total.set_prefix("total");
             total.enable_steady_tick(Duration::from_millis(200));
+            set_active_bars(Some(multi.clone()));
             Mode::Bars {
                 multi,
                 total,
                 bars: Mutex::new(HashMap::new()),
             }
         } else {
-            Mode::Lines {
-                sizes: Mutex::new(HashMap::new()),
-            }
+            return DownloadProgress::lines_to(Box::new(std::io::stderr()));
         };
         DownloadProgress { mode }
+    }
+
+    /// Plain lines (one per blob started, fetched or failed) written to `out`.
+    pub fn lines_to(out: Box<dyn Write + Send>) -> DownloadProgress {
+        DownloadProgress {
+            mode: Mode::Lines {
+                sizes: Mutex::new(HashMap::new()),
+                out: Mutex::new(out),
+            },
+        }
     }
 
     /// Clear the bars.
@@ -66,7 +76,86 @@ impl DownloadProgress {
         if let Mode::Bars { total, multi, .. } = &self.mode {
             total.finish_and_clear();
             let _ = multi.clear();
+            set_active_bars(None);
         }
+    }
+
+    fn line(&self, text: std::fmt::Arguments<'_>) {
+        if let Mode::Lines { out, .. } = &self.mode {
+            if let Ok(mut o) = out.lock() {
+                let _ = o.write_fmt(text);
+                let _ = o.write_all(b"\n");
+            }
+        }
+    }
+
+    /// Forget `blob`: its bar is removed; on plain lines, a fetched blob gets its line (a failed
+    /// one has had its `failed` line, and is never reported as fetched).
+    fn end(&self, blob: &str, fetched: bool) {
+        match &self.mode {
+            Mode::Bars { multi, bars, .. } => {
+                if let Some(b) = bars.lock().ok().and_then(|mut b| b.remove(blob)) {
+                    b.finish_and_clear();
+                    multi.remove(&b);
+                }
+            }
+            Mode::Lines { sizes, .. } => {
+                let got = sizes
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.remove(blob))
+                    .map(|(_, n)| n)
+                    .unwrap_or(0);
+                if fetched {
+                    self.line(format_args!(
+                        "fetched {} ({})",
+                        short(blob),
+                        HumanBytes(got)
+                    ));
+                }
+            }
+            Mode::Quiet => {}
+        }
+    }
+}
+
+/// The bars on screen now, if any: log lines are printed above them (see [`LogWriter`]).
+static ACTIVE_BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+fn set_active_bars(multi: Option<MultiProgress>) {
+    if let Ok(mut a) = ACTIVE_BARS.lock() {
+        *a = multi;
+    }
+}
+
+/// The writer of log lines (`tracing`): one whole line at a time to stderr, printed above the
+/// progress bars while there are any, so a log line never tears a bar.
+#[derive(Default)]
+pub struct LogWriter {
+    buf: Vec<u8>,
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut self.buf);
+        let active = ACTIVE_BARS.lock().ok().and_then(|a| a.clone());
+        match active {
+            Some(multi) => multi.suspend(|| std::io::stderr().write_all(&bytes)),
+            None => std::io::stderr().write_all(&bytes),
+        }
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -85,17 +174,16 @@ impl ProgressSink for DownloadProgress {
                     b.insert(blob.to_string(), bar);
                 }
             }
-            Mode::Lines { sizes } => {
+            Mode::Lines { sizes, .. } => {
                 if let Ok(mut s) = sizes.lock() {
                     s.insert(blob.to_string(), (size, 0));
                 }
-                let _ = writeln!(
-                    std::io::stderr(),
+                self.line(format_args!(
                     "fetching {}{}",
                     short(blob),
                     size.map(|s| format!(" ({})", HumanBytes(s)))
                         .unwrap_or_default()
-                );
+                ));
             }
             Mode::Quiet => {}
         }
@@ -109,7 +197,7 @@ impl ProgressSink for DownloadProgress {
                     b.inc(bytes);
                 }
             }
-            Mode::Lines { sizes } => {
+            Mode::Lines { sizes, .. } => {
                 if let Ok(mut s) = sizes.lock() {
                     if let Some(e) = s.get_mut(blob) {
                         e.1 += bytes;
@@ -121,35 +209,49 @@ impl ProgressSink for DownloadProgress {
     }
 
     fn finish(&self, blob: &str) {
-        match &self.mode {
-            Mode::Bars { multi, bars, .. } => {
-                if let Some(b) = bars.lock().ok().and_then(|mut b| b.remove(blob)) {
-                    b.finish_and_clear();
-                    multi.remove(&b);
-                }
-            }
-            Mode::Lines { sizes } => {
-                let got = sizes
-                    .lock()
-                    .ok()
-                    .and_then(|mut s| s.remove(blob))
-                    .map(|(_, n)| n)
-                    .unwrap_or(0);
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "fetched {} ({})",
-                    short(blob),
-                    HumanBytes(got)
-                );
-            }
-            Mode::Quiet => {}
-        }
+        self.end(blob, true);
     }
 
     fn failed(&self, blob: &str, error: &str) {
-        if let Mode::Lines { .. } = self.mode {
-            let _ = writeln!(std::io::stderr(), "failed {}: {error}", short(blob));
+        self.line(format_args!("failed {}: {error}", short(blob)));
+        self.end(blob, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
         }
-        self.finish(blob);
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_download_is_never_reported_as_fetched() {
+        let out = Shared::default();
+        let p = DownloadProgress::lines_to(Box::new(out.clone()));
+        let bad = "sha256:630779eee475aaaa";
+        let good = "sha256:fd1de8b39bf2bbbb";
+        p.start(bad, Some(10));
+        p.start(good, Some(3));
+        p.advance(bad, 4);
+        p.advance(good, 3);
+        p.failed(bad, "sha256 mismatch");
+        p.finish(good);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "fetching 630779eee475 (10 B)\nfetching fd1de8b39bf2 (3 B)\n\
+             failed 630779eee475: sha256 mismatch\nfetched fd1de8b39bf2 (3 B)\n"
+        );
     }
 }
