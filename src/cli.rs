@@ -252,9 +252,13 @@ pub struct MirrorCmdArgs {
     /// Convert v2 specs to this layout (only `v3`); converted manifests are signed with --key.
     #[arg(long, value_name = "LAYOUT", value_parser = ["v3"])]
     pub to_layout: Option<String>,
-    /// Armored secret key that signs converted manifests (passphrase: $SF_CACHE_KEY_PASSPHRASE).
+    /// Armored secret key that signs converted manifests (passphrase: $SF_CACHE_KEY_PASSPHRASE
+    /// or --passphrase-file).
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// File holding the passphrase of --key (first line).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub passphrase_file: Option<PathBuf>,
     /// Find the manifests by listing the source store instead of reading its index.
     #[arg(long)]
     pub list_objects: bool,
@@ -479,7 +483,7 @@ pub struct BuildFlags {
     )]
     pub publish: Option<String>,
     /// Armored secret key that signs what --publish writes (passphrase:
-    /// $SF_CACHE_KEY_PASSPHRASE).
+    /// $SF_CACHE_KEY_PASSPHRASE or --passphrase-file).
     #[arg(
         long,
         value_name = "FILE",
@@ -487,6 +491,14 @@ pub struct BuildFlags {
         help_heading = "Source build"
     )]
     pub key: Option<PathBuf>,
+    /// File holding the passphrase of --key (first line).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "key",
+        help_heading = "Source build"
+    )]
+    pub passphrase_file: Option<PathBuf>,
     /// Extra environment variable for Spack (repeatable).
     #[arg(
         long = "build-env",

@@ -438,3 +438,96 @@ fn v2_to_v3_signed_with_the_fixture_key_is_installable() {
     assert_eq!(v["unsigned_converted"], 2, "{v}");
     install_and_run(&home, s(dest2.path()), &["--allow-unsigned"]);
 }
+
+/// A passphrase-protected signing key made by real gpg: (armored secret key, passphrase file).
+fn protected_key(dir: &Path) -> (PathBuf, PathBuf) {
+    let gnupg = dir.join("gnupg");
+    std::fs::create_dir_all(&gnupg).unwrap();
+    let gpg = |args: &[&str]| {
+        let out = std::process::Command::new("gpg")
+            .env("GNUPGHOME", &gnupg)
+            .args([
+                "--batch",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "s3cret pass",
+            ])
+            .args(args)
+            .output()
+            .expect("gpg is needed for this test: apt-get install gnupg (.ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    gpg(&[
+        "--quick-gen-key",
+        "sf-cache test <t@sf-cache.invalid>",
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    let key = dir.join("protected.secret.asc");
+    std::fs::write(&key, gpg(&["--armor", "--export-secret-keys"])).unwrap();
+    let pass = dir.join("pass.txt");
+    std::fs::write(&pass, "s3cret pass\nsecond line is ignored\n").unwrap();
+    (key, pass)
+}
+
+#[test]
+fn to_layout_v3_takes_the_passphrase_file_like_every_signing_command() {
+    let home = Home::trusting();
+    let work = tempfile::tempdir().unwrap();
+    let (key, pass) = protected_key(work.path());
+    let dest = work.path().join("v3");
+    let v = mirror_json(
+        &home,
+        &[
+            s(&fx("spack-v2")),
+            s(&dest),
+            "--to-layout",
+            "v3",
+            "--key",
+            s(&key),
+            "--passphrase-file",
+            s(&pass),
+        ],
+    );
+    assert_eq!(v["specs"], 2, "{v}");
+    assert_eq!(v["unsigned_converted"], 0, "{v}");
+    let m = dest.join(format!(
+        "v3/manifests/spec/greet/greet-2.1.0-{V2_GREET}.spec.manifest.json"
+    ));
+    assert!(std::fs::read_to_string(&m)
+        .unwrap()
+        .starts_with("-----BEGIN PGP SIGNED MESSAGE-----"));
+
+    // A wrong passphrase: one line naming the key, nothing written.
+    let wrong = work.path().join("wrong.txt");
+    std::fs::write(&wrong, "not it\n").unwrap();
+    let dest2 = work.path().join("v3-wrong");
+    let out = home.run(&[
+        "mirror",
+        s(&fx("spack-v2")),
+        s(&dest2),
+        "--to-layout",
+        "v3",
+        "--key",
+        s(&key),
+        "--passphrase-file",
+        s(&wrong),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot sign") && err.contains("--passphrase-file"),
+        "{err}"
+    );
+    assert!(
+        !dest2.exists(),
+        "nothing written for a key that cannot sign"
+    );
+}

@@ -105,24 +105,7 @@ fn read_signer(flags: &BuildFlags, ctx: &Context) -> Result<Signer, Failure> {
     let Some(path) = &flags.key else {
         return Ok(build::key::local_signer(&ctx.user_keyring())?);
     };
-    let bytes = std::fs::read(path).map_err(|e| {
-        Failure::new(
-            exit::FAILURE,
-            format!("cannot read the signing key {}: {e}", path.display()),
-        )
-    })?;
-    let pass = std::env::var("SF_CACHE_KEY_PASSPHRASE")
-        .ok()
-        .filter(|p| !p.is_empty());
-    Signer::from_secret_armored(&bytes, pass.as_deref()).map_err(|e| {
-        Failure::new(
-            exit::FAILURE,
-            format!(
-                "signing key {} cannot sign: {e}; give an armored secret key (passphrase in $SF_CACHE_KEY_PASSPHRASE)",
-                path.display()
-            ),
-        )
-    })
+    super::read_signing_key(path, flags.passphrase_file.as_deref())?.signer()
 }
 
 fn open_dest(ctx: &Context, dest: &str) -> Result<Store, Failure> {

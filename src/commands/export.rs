@@ -1,49 +1,18 @@
 //! `sf-cache export`: a relocatable tarball of installed packages, a view and their modules.
 
 use super::module::{open_existing_root, select};
-use super::{exit, CmdResult, Context, Failure};
+use super::{CmdResult, Context};
 use crate::cli::ExportArgs;
 use crate::export::{export, ExportOptions};
-
-/// The passphrase: `--passphrase-file` (first line), else `$SF_CACHE_KEY_PASSPHRASE`.
-fn passphrase(a: &ExportArgs) -> Result<Option<String>, Failure> {
-    if let Some(f) = &a.passphrase_file {
-        let text = std::fs::read_to_string(f).map_err(|e| {
-            Failure::new(
-                exit::FAILURE,
-                format!("cannot read the passphrase file {}: {e}", f.display()),
-            )
-        })?;
-        return Ok(Some(text.lines().next().unwrap_or("").to_string()));
-    }
-    Ok(std::env::var("SF_CACHE_KEY_PASSPHRASE")
-        .ok()
-        .filter(|p| !p.is_empty()))
-}
 
 pub fn run(ctx: &Context, a: &ExportArgs) -> CmdResult {
     // A key that cannot sign fails before anything is written.
     let key = match &a.key {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| {
-                Failure::new(
-                    exit::FAILURE,
-                    format!("cannot read the signing key {}: {e}", path.display()),
-                )
-            })?;
-            let pass = passphrase(a)?;
-            crate::trust::sign_detached(&bytes, pass.as_deref(), &mut std::io::empty()).map_err(
-                |e| {
-                    Failure::new(
-                        exit::FAILURE,
-                        format!(
-                            "signing key {} cannot sign: {e}; give an armored secret key (and its passphrase in $SF_CACHE_KEY_PASSPHRASE or --passphrase-file)",
-                            path.display()
-                        ),
-                    )
-                },
-            )?;
-            Some((bytes, pass))
+            let k = super::read_signing_key(path, a.passphrase_file.as_deref())?;
+            crate::trust::sign_detached(&k.armored, k.passphrase.as_deref(), &mut std::io::empty())
+                .map_err(|e| k.cannot_sign(e))?;
+            Some((k.armored, k.passphrase))
         }
         None => None,
     };

@@ -10,7 +10,7 @@ use crate::mirror::{self, bundle, MirrorError, MirrorOptions, MirrorSummary};
 use crate::store::Store;
 use crate::ui::progress::DownloadProgress;
 
-use super::{exit, parse_query, CmdResult, Context, Failure};
+use super::{parse_query, CmdResult, Context, Failure};
 
 impl From<MirrorError> for Failure {
     fn from(e: MirrorError) -> Failure {
@@ -29,26 +29,13 @@ fn open_dest(ctx: &Context, dest: &str) -> Result<Store, Failure> {
     Ok(store)
 }
 
-fn read_signer(ctx: &Context, a: &MirrorCmdArgs) -> Result<Option<Signer>, Failure> {
-    let _ = ctx;
+fn read_signer(a: &MirrorCmdArgs) -> Result<Option<Signer>, Failure> {
     let Some(path) = &a.key else {
         return Ok(None);
     };
-    let bytes = std::fs::read(path).map_err(|e| {
-        Failure::new(
-            exit::FAILURE,
-            format!("cannot read the signing key {}: {e}", path.display()),
-        )
-    })?;
-    let pass = std::env::var("SF_CACHE_KEY_PASSPHRASE").ok();
-    Signer::from_secret_armored(&bytes, pass.as_deref())
+    super::read_signing_key(path, a.passphrase_file.as_deref())?
+        .signer()
         .map(Some)
-        .map_err(|e| {
-            Failure::new(
-                exit::FAILURE,
-                format!("signing key {}: {e}", path.display()),
-            )
-        })
 }
 
 /// Plan and copy `src` → `dest`, with progress bars unless quiet/json.
@@ -122,7 +109,7 @@ pub async fn run(ctx: &Context, a: &MirrorCmdArgs) -> CmdResult {
     for w in &words {
         queries.push(parse_query(std::slice::from_ref(w))?);
     }
-    let signer = read_signer(ctx, a)?;
+    let signer = read_signer(a)?;
     let to_v3 = a.to_layout.as_deref() == Some("v3");
     if signer.is_some() && !to_v3 {
         tracing::warn!(

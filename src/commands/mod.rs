@@ -311,3 +311,65 @@ pub fn parse_query(words: &[String]) -> Result<Query, Failure> {
     let text = words.join(" ");
     Query::parse(&text).map_err(|e| Failure::usage(format!("invalid query `{text}`: {e}")))
 }
+
+/// An armored secret key read for signing, with its passphrase.
+pub(crate) struct SigningKey {
+    pub path: std::path::PathBuf,
+    pub armored: Vec<u8>,
+    pub passphrase: Option<String>,
+}
+
+/// Read the signing key `path` and its passphrase, the same way on every command that signs:
+/// `--passphrase-file` (its first line), else `$SF_CACHE_KEY_PASSPHRASE` (never the command line).
+pub(crate) fn read_signing_key(
+    path: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+) -> Result<SigningKey, Failure> {
+    let armored = std::fs::read(path).map_err(|e| {
+        Failure::new(
+            exit::FAILURE,
+            format!("cannot read the signing key {}: {e}", path.display()),
+        )
+    })?;
+    let passphrase = match passphrase_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                Failure::new(
+                    exit::FAILURE,
+                    format!("cannot read the passphrase file {}: {e}", f.display()),
+                )
+            })?;
+            Some(text.lines().next().unwrap_or("").to_string())
+        }
+        None => std::env::var("SF_CACHE_KEY_PASSPHRASE")
+            .ok()
+            .filter(|p| !p.is_empty()),
+    };
+    Ok(SigningKey {
+        path: path.to_path_buf(),
+        armored,
+        passphrase,
+    })
+}
+
+impl SigningKey {
+    /// The failure of a key that cannot sign.
+    pub(crate) fn cannot_sign(&self, e: impl fmt::Display) -> Failure {
+        Failure::new(
+            exit::FAILURE,
+            format!(
+                "signing key {} cannot sign: {e}; give an armored secret key (and its passphrase in $SF_CACHE_KEY_PASSPHRASE or --passphrase-file)",
+                self.path.display()
+            ),
+        )
+    }
+
+    /// A manifest signer from this key.
+    pub(crate) fn signer(&self) -> Result<crate::buildcache::writer::Signer, Failure> {
+        crate::buildcache::writer::Signer::from_secret_armored(
+            &self.armored,
+            self.passphrase.as_deref(),
+        )
+        .map_err(|e| self.cannot_sign(e))
+    }
+}

@@ -34,44 +34,13 @@ fn open_dest(ctx: &Context, dest: &str) -> Result<Store, Failure> {
     Ok(store)
 }
 
-/// The passphrase: `--passphrase-file` (first line), else `$SF_CACHE_KEY_PASSPHRASE`.
-fn passphrase(a: &PublishArgs) -> Result<Option<String>, Failure> {
-    if let Some(f) = &a.passphrase_file {
-        let text = std::fs::read_to_string(f).map_err(|e| {
-            Failure::new(
-                exit::FAILURE,
-                format!("cannot read the passphrase file {}: {e}", f.display()),
-            )
-        })?;
-        return Ok(Some(text.lines().next().unwrap_or("").to_string()));
-    }
-    Ok(std::env::var("SF_CACHE_KEY_PASSPHRASE")
-        .ok()
-        .filter(|p| !p.is_empty()))
-}
-
 fn read_signer(a: &PublishArgs) -> Result<Option<Signer>, Failure> {
     let Some(path) = &a.key else {
         return Ok(None);
     };
-    let bytes = std::fs::read(path).map_err(|e| {
-        Failure::new(
-            exit::FAILURE,
-            format!("cannot read the signing key {}: {e}", path.display()),
-        )
-    })?;
-    let pass = passphrase(a)?;
-    Signer::from_secret_armored(&bytes, pass.as_deref())
+    super::read_signing_key(path, a.passphrase_file.as_deref())?
+        .signer()
         .map(Some)
-        .map_err(|e| {
-            Failure::new(
-                exit::FAILURE,
-                format!(
-                    "signing key {} cannot sign: {e}; give an armored secret key (and its passphrase in $SF_CACHE_KEY_PASSPHRASE or --passphrase-file)",
-                    path.display()
-                ),
-            )
-        })
 }
 
 pub async fn run(ctx: &Context, a: &PublishArgs) -> CmdResult {
