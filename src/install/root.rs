@@ -268,3 +268,50 @@ pub fn make_writable_and_remove(path: &Path) -> std::io::Result<()> {
         }
     }
 }
+
+/// Why [`resolve_installed`] could not resolve a hash.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unresolved {
+    /// No installed package has this hash (or hash prefix).
+    NotInstalled { hash: String },
+    /// The prefix matches several installed packages (named `name@version/hash7`).
+    Ambiguous { hash: String, candidates: String },
+}
+
+/// Resolve full hashes or unique hash prefixes against installed packages: each package once,
+/// in the order given. The one place a hash prefix becomes an installed package.
+pub fn resolve_installed<'a>(
+    installed: &'a [(PathBuf, Receipt)],
+    hashes: &[String],
+) -> Result<Vec<&'a (PathBuf, Receipt)>, Unresolved> {
+    let mut out: Vec<&(PathBuf, Receipt)> = Vec::new();
+    for h in hashes {
+        let found = match installed.iter().find(|(_, r)| &r.hash == h) {
+            Some(e) => e,
+            None => {
+                let m: Vec<_> = installed
+                    .iter()
+                    .filter(|(_, r)| !h.is_empty() && r.hash.starts_with(h.as_str()))
+                    .collect();
+                match m.len() {
+                    1 => m[0],
+                    0 => return Err(Unresolved::NotInstalled { hash: h.clone() }),
+                    _ => {
+                        return Err(Unresolved::Ambiguous {
+                            hash: h.clone(),
+                            candidates: m
+                                .iter()
+                                .map(|(_, r)| super::uninstall::display_name(r))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        })
+                    }
+                }
+            }
+        };
+        if !out.iter().any(|(_, r)| r.hash == found.1.hash) {
+            out.push(found);
+        }
+    }
+    Ok(out)
+}

@@ -318,43 +318,24 @@ pub fn build_view(
     }
 
     // The packages, in the order given, once each.
-    let mut packages: Vec<(PathBuf, Receipt)> = Vec::new();
-    for h in hashes {
-        let exact = installed.iter().find(|(_, r)| &r.hash == h);
-        let found = match exact {
-            Some(e) => e,
-            None => {
-                let m: Vec<_> = installed
-                    .iter()
-                    .filter(|(_, r)| !h.is_empty() && r.hash.starts_with(h.as_str()))
-                    .collect();
-                match m.len() {
-                    1 => m[0],
-                    0 => {
-                        return Err(ViewError::NotInstalled {
-                            view,
-                            root: root.dir.clone(),
-                            hash: h.clone(),
-                        })
-                    }
-                    _ => {
-                        return Err(ViewError::Ambiguous {
-                            view,
-                            hash: h.clone(),
-                            candidates: m
-                                .iter()
-                                .map(|(_, r)| display_name(r))
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                        })
-                    }
-                }
-            }
-        };
-        if !packages.iter().any(|(_, r)| r.hash == found.1.hash) {
-            packages.push(found.clone());
+    let packages: Vec<(PathBuf, Receipt)> = match super::root::resolve_installed(&installed, hashes)
+    {
+        Ok(found) => found.into_iter().cloned().collect(),
+        Err(super::root::Unresolved::NotInstalled { hash }) => {
+            return Err(ViewError::NotInstalled {
+                view,
+                root: root.dir.clone(),
+                hash,
+            })
         }
-    }
+        Err(super::root::Unresolved::Ambiguous { hash, candidates }) => {
+            return Err(ViewError::Ambiguous {
+                view,
+                hash,
+                candidates,
+            })
+        }
+    };
 
     clean_leftovers(&parent, &name);
     let mut build_name = name.clone();

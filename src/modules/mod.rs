@@ -22,7 +22,9 @@ use tracing::info;
 
 use crate::error::ErrorKind;
 use crate::install::receipt::Receipt;
-use crate::install::root::{absolute_root, existing_projection, installed_in};
+use crate::install::root::{
+    absolute_root, existing_projection, installed_in, resolve_installed, Unresolved,
+};
 use crate::install::uninstall::display_name;
 
 pub use templates::Templates;
@@ -147,41 +149,13 @@ pub(crate) fn resolve_hashes<'a>(
     installed: &'a [(PathBuf, Receipt)],
     hashes: &[String],
 ) -> Result<Vec<&'a (PathBuf, Receipt)>, ModulesError> {
-    let mut out: Vec<&(PathBuf, Receipt)> = Vec::new();
-    for h in hashes {
-        let found = match installed.iter().find(|(_, r)| &r.hash == h) {
-            Some(e) => e,
-            None => {
-                let m: Vec<_> = installed
-                    .iter()
-                    .filter(|(_, r)| !h.is_empty() && r.hash.starts_with(h.as_str()))
-                    .collect();
-                match m.len() {
-                    1 => m[0],
-                    0 => {
-                        return Err(ModulesError::NotInstalled {
-                            root: root.to_path_buf(),
-                            hash: h.clone(),
-                        })
-                    }
-                    _ => {
-                        return Err(ModulesError::Ambiguous {
-                            hash: h.clone(),
-                            candidates: m
-                                .iter()
-                                .map(|(_, r)| display_name(r))
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                        })
-                    }
-                }
-            }
-        };
-        if !out.iter().any(|(_, r)| r.hash == found.1.hash) {
-            out.push(found);
-        }
-    }
-    Ok(out)
+    resolve_installed(installed, hashes).map_err(|e| match e {
+        Unresolved::NotInstalled { hash } => ModulesError::NotInstalled {
+            root: root.to_path_buf(),
+            hash,
+        },
+        Unresolved::Ambiguous { hash, candidates } => ModulesError::Ambiguous { hash, candidates },
+    })
 }
 
 /// The installed packages of a root, without locking it (see [`installed_in`]).
