@@ -28,10 +28,8 @@ use tracing::{debug, info, warn};
 use crate::buildcache::catalog::{is_link_or_run, CatalogEntry};
 use crate::buildcache::layout::{self, media, Layout};
 use crate::buildcache::manifest::{BlobRecord, Manifest};
-use crate::buildcache::writer::{
-    gzip_bytes, read_manifest_unverified, spec_blob_json, CacheWriter, IndexBuilder, Signer,
-    WriterError,
-};
+use crate::buildcache::writer::copied::{convert_v2_entry, merge_index, put_small_blob, V2Entry};
+use crate::buildcache::writer::{read_manifest_unverified, CacheWriter, Signer, WriterError};
 use crate::buildcache::{
     BuildcacheError, Catalog, IndexCache, Mirror, TrustContext, VerifiedEntry,
 };
@@ -494,9 +492,27 @@ pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummar
                 put_if_changed(&dest, &e.metadata_path, item.metadata.clone()).await?;
             }
             (Layout::V2, Layout::V3) => {
-                let signed =
-                    convert_v2_entry(&dest, item, &sizes, opts.signer.as_ref(), &mut summary)
-                        .await?;
+                let tar_rel = layout::blob_path(&e.tarball.algorithm, &e.tarball.digest);
+                let converted = convert_v2_entry(
+                    &dest,
+                    &V2Entry {
+                        metadata: &item.metadata,
+                        metadata_path: &e.metadata_path,
+                        tarball_algorithm: &e.tarball.algorithm,
+                        tarball_digest: &e.tarball.digest,
+                        tarball_len: sizes.get(tar_rel.as_str()).copied(),
+                    },
+                    opts.signer.as_ref(),
+                )
+                .await?;
+                match converted.spec_blob_written {
+                    Some(len) => {
+                        summary.blobs_copied += 1;
+                        summary.bytes_copied += len;
+                    }
+                    None => summary.blobs_skipped += 1,
+                }
+                let signed = converted.signed;
                 if !signed {
                     summary.unsigned_converted += 1;
                 }
@@ -533,10 +549,10 @@ pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummar
             }
             _ => CacheWriter::new(dest.clone()).ensure_layout_json().await?,
         }
-        write_v3_index(&dest, &v3_dags).await?;
+        merge_index(&dest, Layout::V3, &v3_dags).await?;
     }
     if !v2_dags.is_empty() {
-        write_v2_index(&dest, &v2_dags).await?;
+        merge_index(&dest, Layout::V2, &v2_dags).await?;
     }
     summary.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     info!(
@@ -557,101 +573,6 @@ async fn put_if_changed(dest: &Store, rel: &str, bytes: Bytes) -> Result<bool, M
     }
     dest.put_bytes(rel, bytes).await?;
     Ok(true)
-}
-
-fn blob_record(media_type: &str, compression: &str, len: u64, checksum: String) -> BlobRecord {
-    BlobRecord {
-        content_length: len,
-        media_type: media_type.to_string(),
-        compression: compression.to_string(),
-        checksum_algorithm: "sha256".into(),
-        checksum,
-    }
-}
-
-/// Write a small blob under its digest unless present; returns its record.
-async fn put_blob(
-    dest: &Store,
-    bytes: Vec<u8>,
-    media_type: &str,
-    compression: &str,
-    summary: &mut MirrorSummary,
-) -> Result<BlobRecord, MirrorError> {
-    let rec = blob_record(
-        media_type,
-        compression,
-        bytes.len() as u64,
-        sha256_hex(&bytes),
-    );
-    if dest.exists(&rec.path()).await? {
-        summary.blobs_skipped += 1;
-    } else {
-        summary.blobs_copied += 1;
-        summary.bytes_copied += rec.content_length;
-        dest.put_bytes(&rec.path(), Bytes::from(bytes)).await?;
-    }
-    Ok(rec)
-}
-
-/// v2 → v3: spec blob from the verified spec file, the `.spack` tarball (already copied as a
-/// blob) and a manifest, signed when a signer is given. Returns whether it is signed.
-async fn convert_v2_entry(
-    dest: &Store,
-    item: &SpecItem,
-    sizes: &HashMap<&str, u64>,
-    signer: Option<&Signer>,
-    summary: &mut MirrorSummary,
-) -> Result<bool, MirrorError> {
-    let e = &item.entry;
-    let payload = if item
-        .metadata
-        .starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----")
-    {
-        crate::trust::extract_cleartext(&item.metadata).map_err(|err| {
-            BuildcacheError::Malformed {
-                what: e.metadata_path.clone(),
-                reason: err.to_string(),
-            }
-        })?
-    } else {
-        item.metadata.to_vec()
-    };
-    let (spec_json, sf) = spec_blob_json(&payload, Path::new(&e.metadata_path))?;
-    let tar_rel = layout::blob_path(&e.tarball.algorithm, &e.tarball.digest);
-    let tar_len = match sizes.get(tar_rel.as_str()) {
-        Some(l) => *l,
-        None => dest
-            .head(&tar_rel)
-            .await?
-            .and_then(|m| m.len)
-            .ok_or_else(|| StoreError::NotFound {
-                url: dest.object_url(&tar_rel),
-            })?,
-    };
-    let spec_rec = put_blob(dest, gzip_bytes(&spec_json), media::SPEC, "gzip", summary).await?;
-    let tar_rec = blob_record(media::TARBALL, "gzip", tar_len, e.tarball.digest.clone());
-    let manifest = Manifest {
-        version: 3,
-        data: vec![tar_rec, spec_rec],
-    };
-    let root = sf.root();
-    let path = layout::v3_spec_manifest(&root.name, &root.version, &root.hash);
-    // Unchanged content (re-run): keep the existing manifest and its signature.
-    if let Ok(existing) = dest.get_bytes(&path).await {
-        if let Ok(m) = read_manifest_unverified(&existing, &path) {
-            let was_signed = existing.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----");
-            if m == manifest && was_signed == signer.is_some() {
-                return Ok(was_signed);
-            }
-        }
-    }
-    let text = manifest.to_spack_json();
-    let (body, signed) = match signer {
-        Some(s) => (s.sign(text.as_bytes())?, true),
-        None => (text.into_bytes(), false),
-    };
-    dest.put_bytes(&path, Bytes::from(body)).await?;
-    Ok(signed)
 }
 
 fn is_fingerprint(s: &str) -> bool {
@@ -675,7 +596,6 @@ async fn copy_keys(
     to_v3: bool,
 ) -> Result<HashSet<String>, MirrorError> {
     let mut count: HashSet<String> = HashSet::new();
-    let mut dummy = MirrorSummary::default();
     // v3
     let index_manifest = src.get_optional(layout::V3_KEY_INDEX_MANIFEST).await?;
     let mut fprs: Vec<String> = Vec::new();
@@ -733,7 +653,7 @@ async fn copy_keys(
                 if fprs.contains(&fpr) {
                     continue;
                 }
-                let rec = put_blob(dest, key.to_vec(), media::KEY, "none", &mut dummy).await?;
+                let (rec, _) = put_small_blob(dest, key.to_vec(), media::KEY, "none").await?;
                 let m = Manifest {
                     version: 3,
                     data: vec![rec],
@@ -757,79 +677,6 @@ async fn copy_keys(
         }
     }
     Ok(count)
-}
-
-/// The existing v3 index of the destination, to extend (a mirror into a cache that already holds
-/// other specs keeps listing them).
-async fn existing_v3_index(dest: &Store) -> IndexBuilder {
-    match CacheWriter::new(dest.clone()).read_index().await {
-        Ok(Some(ib)) => ib,
-        Ok(None) => IndexBuilder::new(),
-        Err(e) => {
-            warn!(
-                "the existing index of {} is not usable ({e}); writing a new one",
-                dest.display_url()
-            );
-            IndexBuilder::new()
-        }
-    }
-}
-
-async fn write_v3_index(dest: &Store, dags: &[&[Value]]) -> Result<(), MirrorError> {
-    let mut ib = existing_v3_index(dest).await;
-    for nodes in dags {
-        ib.add_dag(nodes, true);
-    }
-    let json = ib.to_json();
-    let mut dummy = MirrorSummary::default();
-    let rec = put_blob(dest, json, media::INDEX, "none", &mut dummy).await?;
-    let m = Manifest {
-        version: 3,
-        data: vec![rec],
-    };
-    dest.put_bytes(
-        layout::V3_INDEX_MANIFEST,
-        Bytes::from(m.to_spack_json().into_bytes()),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Spack 0.18–0.23 index: database version 7, `index.json` then `index.json.hash`.
-async fn write_v2_index(dest: &Store, dags: &[&[Value]]) -> Result<(), MirrorError> {
-    let mut ib = match dest.get_bytes(layout::V2_INDEX).await {
-        Ok(bytes) => relabel(&bytes, "8")
-            .and_then(|b| IndexBuilder::from_existing(&b, layout::V2_INDEX).ok())
-            .unwrap_or_else(|| {
-                warn!(
-                    "the existing v2 index of {} is not usable; writing a new one",
-                    dest.display_url()
-                );
-                IndexBuilder::new()
-            }),
-        Err(StoreError::NotFound { .. }) => IndexBuilder::new(),
-        Err(e) => return Err(e.into()),
-    };
-    for nodes in dags {
-        ib.add_dag(nodes, true);
-    }
-    let json = relabel(&ib.to_json(), "7").ok_or_else(|| {
-        MirrorError::Usage("internal error: the v2 index could not be serialised".into())
-    })?;
-    let hash = sha256_hex(&json);
-    dest.put_bytes(layout::V2_INDEX, Bytes::from(json)).await?;
-    dest.put_bytes(layout::V2_INDEX_HASH, Bytes::from(hash.into_bytes()))
-        .await?;
-    Ok(())
-}
-
-/// Rewrite `database.version` (the index builder speaks version 8; v2 caches use 7 with
-/// format-4 nodes, which is what their spec files hold).
-fn relabel(json: &[u8], version: &str) -> Option<Vec<u8>> {
-    let mut v: Value = serde_json::from_slice(json).ok()?;
-    let db = v.get_mut("database")?.as_object_mut()?;
-    db.insert("version".into(), Value::String(version.into()));
-    serde_json::to_vec(&v).ok()
 }
 
 /// Relative paths of every regular file under `dir`, sorted (for bundles).
@@ -865,14 +712,6 @@ pub(crate) fn walk_files(dir: &Path) -> Result<Vec<String>, MirrorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relabel_sets_version() {
-        let j = br#"{"database":{"version":"8","installs":{}}}"#;
-        let v: Value = serde_json::from_slice(&relabel(j, "7").unwrap()).unwrap();
-        assert_eq!(v["database"]["version"], "7");
-        assert!(relabel(b"[]", "7").is_none());
-    }
 
     /// The fixture key's fingerprint, read from `shared/fixtures/keys/sf-cache-fixture.pub.asc`
     /// (`$SF_FIXTURES`, else `../shared/fixtures` beside the checkout, else `/work/shared/fixtures`).

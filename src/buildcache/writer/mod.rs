@@ -5,6 +5,7 @@
 //! Upload order is Spack's safe order: blobs before the manifest that names them, so a reader
 //! never sees a manifest pointing at a missing blob.
 
+pub mod copied;
 pub mod index_writer;
 pub mod pack;
 pub mod scan;
