@@ -6,10 +6,12 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::index::IndexRecord;
-use super::layout::Layout;
+use super::layout::{self, media, Layout};
 use super::mirror::{IndexCache, Mirror};
 use super::BuildcacheError;
+use crate::spec::SpecFile;
 use crate::spec::{DepEdge, DepTypes, HostTargets, Query, Spec, Version};
+use crate::store::StoreError;
 
 /// A version for ordering; unparsable versions sort lowest.
 pub fn sort_version(text: &str) -> Option<Version> {
@@ -324,4 +326,115 @@ pub fn format_variant(name: &str, value: &crate::spec::VariantValue) -> String {
         VariantValue::Bool(false) => format!("~{name}"),
         other => format!("{name}={other}"),
     }
+}
+
+impl Catalog {
+    /// A catalog of `src` built by listing its spec manifests and spec files (`--list-objects`)
+    /// instead of reading its index. Metadata is read unverified here; it is verified later.
+    pub async fn from_listing(src: &Mirror) -> Result<Catalog, BuildcacheError> {
+        catalog_from_listing(src).await
+    }
+}
+
+fn gunzip_if_needed(bytes: &[u8], what: &str) -> Result<Vec<u8>, BuildcacheError> {
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes.to_vec());
+    }
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(flate2::read::MultiGzDecoder::new(bytes), 64 << 20),
+        &mut out,
+    )
+    .map_err(|e| BuildcacheError::Malformed {
+        what: what.to_string(),
+        reason: format!("gzip data is corrupt: {e}"),
+    })?;
+    Ok(out)
+}
+
+fn parse_specfile(json: &[u8], what: &str) -> Result<SpecFile, BuildcacheError> {
+    SpecFile::parse(json).map_err(|e| BuildcacheError::Malformed {
+        what: what.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// See [`Catalog::from_listing`]: a catalog of `src` built by listing its spec manifests and spec files (`--list-objects`)
+/// instead of reading its index. Metadata is read unverified here; it is verified later.
+pub(crate) async fn catalog_from_listing(src: &Mirror) -> Result<Catalog, BuildcacheError> {
+    let unsupported = |e: StoreError| match e {
+        StoreError::Unsupported { what } => BuildcacheError::CannotList { what },
+        other => BuildcacheError::Store(other),
+    };
+    let mut entries = Vec::new();
+    let push = |sf: SpecFile, layout: Layout, entries: &mut Vec<CatalogEntry>| {
+        for (i, spec) in sf.nodes.into_iter().enumerate() {
+            entries.push(CatalogEntry {
+                spec,
+                in_buildcache: i == 0,
+                mirror: 0,
+                layout,
+            });
+        }
+    };
+    let v3: Vec<String> = src
+        .store
+        .list(layout::V3_SPEC_DIR)
+        .await
+        .map_err(unsupported)?
+        .into_iter()
+        .filter(|p| p.ends_with(".spec.manifest.json"))
+        .collect();
+    for path in v3 {
+        let text = src.get(&path).await?;
+        let what = format!("{}/{}", src.url, path);
+        let json = if text.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----") {
+            crate::trust::extract_cleartext(&text).map_err(|e| BuildcacheError::Malformed {
+                what: what.clone(),
+                reason: e.to_string(),
+            })?
+        } else {
+            text.to_vec()
+        };
+        let m = super::manifest::Manifest::parse(&json, &what)?;
+        let rec = m.record(media::SPEC, media::SPEC_PREFIX).ok_or_else(|| {
+            BuildcacheError::Malformed {
+                what: what.clone(),
+                reason: "manifest names no spec blob".into(),
+            }
+        })?;
+        let blob = src.get_verified_blob(rec).await?;
+        let json = gunzip_if_needed(&blob, &what)?;
+        push(parse_specfile(&json, &what)?, Layout::V3, &mut entries);
+    }
+    let v2: Vec<String> = src
+        .store
+        .list("build_cache")
+        .await
+        .map_err(unsupported)?
+        .into_iter()
+        .filter(|p| {
+            let top = p.strip_prefix("build_cache/").unwrap_or("");
+            !top.contains('/') && (top.ends_with(".spec.json.sig") || top.ends_with(".spec.json"))
+        })
+        .collect();
+    for path in v2 {
+        let text = src.get(&path).await?;
+        let what = format!("{}/{}", src.url, path);
+        let payload = if text.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----") {
+            crate::trust::extract_cleartext(&text).map_err(|e| BuildcacheError::Malformed {
+                what: what.clone(),
+                reason: e.to_string(),
+            })?
+        } else {
+            text.to_vec()
+        };
+        push(parse_specfile(&payload, &what)?, Layout::V2, &mut entries);
+    }
+    if entries.is_empty() {
+        return Err(BuildcacheError::NotABuildcache {
+            mirror: src.url.clone(),
+        });
+    }
+    Ok(Catalog::from_entries(vec![src.clone()], entries))
 }

@@ -27,6 +27,8 @@ pub use trust_context::TrustContext;
 pub enum BuildcacheError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("--list-objects: {what}; use a path, file:// or s3:// source, or drop --list-objects to read the index")]
+    CannotList { what: String },
     #[error("{what}: {reason}")]
     Malformed { what: String, reason: String },
     #[error("{what} {reason}")]
@@ -72,6 +74,7 @@ impl BuildcacheError {
             BuildcacheError::NoMatch { .. } | BuildcacheError::NoRunnableMatch { .. } => {
                 ErrorKind::NoMatch
             }
+            BuildcacheError::CannotList { .. } => ErrorKind::Usage,
             _ => ErrorKind::Failure,
         }
     }

@@ -25,7 +25,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
-use crate::buildcache::catalog::{is_link_or_run, CatalogEntry};
+use crate::buildcache::catalog::is_link_or_run;
 use crate::buildcache::layout::{self, media, Layout};
 use crate::buildcache::manifest::{BlobRecord, Manifest};
 use crate::buildcache::writer::copied::{convert_v2_entry, merge_index, put_small_blob, V2Entry};
@@ -35,7 +35,7 @@ use crate::buildcache::{
 };
 use crate::error::ErrorKind;
 use crate::fetch::{BlobRequest, FetchError, Fetcher};
-use crate::spec::{HostTargets, Query, SpecFile};
+use crate::spec::{HostTargets, Query};
 use crate::store::{Store, StoreError};
 
 /// Errors of mirroring and bundles. [`MirrorError::kind`] says what sort of failure it is.
@@ -175,106 +175,6 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn gunzip_if_needed(bytes: &[u8], what: &str) -> Result<Vec<u8>, BuildcacheError> {
-    if !bytes.starts_with(&[0x1f, 0x8b]) {
-        return Ok(bytes.to_vec());
-    }
-    let mut out = Vec::new();
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(flate2::read::MultiGzDecoder::new(bytes), 64 << 20),
-        &mut out,
-    )
-    .map_err(|e| BuildcacheError::Malformed {
-        what: what.to_string(),
-        reason: format!("gzip data is corrupt: {e}"),
-    })?;
-    Ok(out)
-}
-
-fn parse_specfile(json: &[u8], what: &str) -> Result<SpecFile, BuildcacheError> {
-    SpecFile::parse(json).map_err(|e| BuildcacheError::Malformed {
-        what: what.to_string(),
-        reason: e.to_string(),
-    })
-}
-
-/// A catalog of `src` built by listing its spec manifests and spec files (`--list-objects`)
-/// instead of reading its index. Metadata is read unverified here; it is verified later.
-pub async fn catalog_from_listing(src: &Mirror) -> Result<Catalog, MirrorError> {
-    let unsupported = |e: StoreError| {
-        match e {
-        StoreError::Unsupported { what } => MirrorError::Usage(format!(
-            "--list-objects: {what}; use a path, file:// or s3:// source, or drop --list-objects to read the index"
-        )),
-        other => MirrorError::Store(other),
-    }
-    };
-    let mut entries = Vec::new();
-    let push = |sf: SpecFile, layout: Layout, entries: &mut Vec<CatalogEntry>| {
-        for (i, spec) in sf.nodes.into_iter().enumerate() {
-            entries.push(CatalogEntry {
-                spec,
-                in_buildcache: i == 0,
-                mirror: 0,
-                layout,
-            });
-        }
-    };
-    let v3: Vec<String> = src
-        .store
-        .list(layout::V3_SPEC_DIR)
-        .await
-        .map_err(unsupported)?
-        .into_iter()
-        .filter(|p| p.ends_with(".spec.manifest.json"))
-        .collect();
-    for path in v3 {
-        let text = src.get(&path).await?;
-        let what = format!("{}/{}", src.url, path);
-        let m = read_manifest_unverified(&text, &what)?;
-        let rec = m.record(media::SPEC, media::SPEC_PREFIX).ok_or_else(|| {
-            BuildcacheError::Malformed {
-                what: what.clone(),
-                reason: "manifest names no spec blob".into(),
-            }
-        })?;
-        let blob = src.get_verified_blob(rec).await?;
-        let json = gunzip_if_needed(&blob, &what)?;
-        push(parse_specfile(&json, &what)?, Layout::V3, &mut entries);
-    }
-    let v2: Vec<String> = src
-        .store
-        .list("build_cache")
-        .await
-        .map_err(unsupported)?
-        .into_iter()
-        .filter(|p| {
-            let top = p.strip_prefix("build_cache/").unwrap_or("");
-            !top.contains('/') && (top.ends_with(".spec.json.sig") || top.ends_with(".spec.json"))
-        })
-        .collect();
-    for path in v2 {
-        let text = src.get(&path).await?;
-        let what = format!("{}/{}", src.url, path);
-        let payload = if text.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----") {
-            crate::trust::extract_cleartext(&text).map_err(|e| BuildcacheError::Malformed {
-                what: what.clone(),
-                reason: e.to_string(),
-            })?
-        } else {
-            text.to_vec()
-        };
-        push(parse_specfile(&payload, &what)?, Layout::V2, &mut entries);
-    }
-    if entries.is_empty() {
-        return Err(BuildcacheError::NotABuildcache {
-            mirror: src.url.clone(),
-        }
-        .into());
-    }
-    Ok(Catalog::from_entries(vec![src.clone()], entries))
-}
-
 /// The hashes to mirror, in a stable order.
 fn select(catalog: &Catalog, opts: &MirrorOptions) -> Result<Vec<String>, MirrorError> {
     let mut out: Vec<String> = Vec::new();
@@ -334,7 +234,7 @@ pub async fn plan(
     let started = Instant::now();
     let jobs = opts.jobs.max(1);
     let catalog = if opts.list_objects {
-        catalog_from_listing(src).await?
+        Catalog::from_listing(src).await?
     } else {
         Catalog::load(vec![src.clone()], index_cache).await?
     };
