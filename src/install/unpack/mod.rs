@@ -1,0 +1,753 @@
+//! Safe, single-pass extraction of a Spack package tarball into a staging directory.
+//!
+//! # Where the package prefix is
+//! Spack (1.x `binary_distribution.py: _ensure_common_prefix`) reads the *whole* member list
+//! before extracting anything: the prefix `P` is the grandparent of the shortest regular-file
+//! member ending in `.spack/binary_distribution`, every member must lie under `P` or be a
+//! directory that is a parent of `P`, and only `P/…` is extracted with `P` stripped. Spack relies
+//! on no member order; and its writers do not help either: `binary_distribution` is the **last**
+//! member (appended after the walk), format 2 (0.22+) lists the parent directories first,
+//! format 1 (0.18–0.21) does not.
+//!
+//! We stream the archive once and never buffer it. Each member is checked on its own before it
+//! is written (see below) and written under a private directory inside `staging`
+//! (`staging/.sf-cache-unpack.partial/<full member name>`). When the archive ends, `P` is
+//! determined exactly as Spack does, every member is checked against it (a member outside `P`
+//! fails the whole unpack), and the entries of `P` are moved into `staging` with a handful of
+//! `rename(2)` calls (one per top-level entry of the package prefix). The cost is a few renames;
+//! in exchange we accept every archive Spack accepts, whatever its order, and never guess. Nothing
+//! is ever written outside `staging`, and on any error everything we created is removed.
+//! Cheap early refusals still happen before writing: every member must share the first path
+//! component of the first member, and a non-directory at the top level is never inside a prefix
+//! (that is also how a format-0 tar-in-tar archive is recognised).
+//!
+//! # What is refused before a member is written
+//! absolute names, `..` components, non-UTF-8 names, device files, fifos, sparse files,
+//! setuid/setgid regular files (unless [`UnpackOptions::allow_setuid`]), a second member with the
+//! name of an existing non-directory (no overwrites, hence never a write through a symlink), any
+//! member whose path crosses a symlink (or a file) created earlier from the archive, hard links
+//! whose target is absolute, escapes, or is not a regular file extracted earlier. Files are
+//! created with `O_CREAT|O_EXCL` (which never follows a symlink), directories with `mkdir(2)`.
+//! Symlink targets are data and are created verbatim (relocation rewrites them later).
+//!
+//! # Modes, times, ownership
+//! Modes come from the archive (regular files: setuid/setgid kept only when allowed, sticky
+//! dropped; directories: `0o777` bits, plus special bits only when allowed), applied after the
+//! content is written (directories at the very end, deepest first, so a read-only directory does
+//! not stop its own extraction). Regular files get the archive mtime (Spack's extraction does the
+//! same, usually 1970-01-01). Ownership is never changed. The staging directory's own mode is the
+//! caller's business.
+//!
+//! # Prefix detection while writing
+//! The old prefix is known only from `binary_distribution`, the last member. So every regular
+//! file's sha256 is computed while it is written ([`FileRecord::sha256`], for receipts and
+//! verification), and when the caller already knows the old prefix (e.g. from an earlier package
+//! of the same build) it passes [`UnpackOptions::old_prefix_hint`]: each regular file is then
+//! scanned for those bytes with a streaming `memmem` window that also finds matches straddling
+//! read buffers, and the matching paths are returned in [`Unpacked::files_with_prefix`]. Without a
+//! hint the caller relies on the buildinfo lists, as Spack does.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use memchr::memmem::Finder;
+use sha2::{Digest, Sha256};
+
+use crate::buildcache::buildinfo::{BuildInfo, BuildInfoError};
+
+/// Name of the private directory inside `staging` that holds members until the prefix is known.
+const PARTIAL_DIR: &str = ".sf-cache-unpack.partial";
+/// Largest `binary_distribution` we read (it lists paths; real ones are a few KiB to a few MiB).
+const MAX_BUILDINFO: u64 = 64 << 20;
+/// Read/write chunk for member contents.
+const CHUNK: usize = 256 << 10;
+
+/// Options for [`unpack_tarball`].
+#[derive(Debug, Clone, Default)]
+pub struct UnpackOptions {
+    /// Accept setuid/setgid regular files (and keep special bits on directories).
+    pub allow_setuid: bool,
+    /// Old (build-time) prefix bytes to look for in every regular file, if already known.
+    pub old_prefix_hint: Option<Vec<u8>>,
+}
+
+/// Kind of an unpacked member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Hardlink,
+}
+
+/// One member of the package prefix, as unpacked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileRecord {
+    /// Path relative to the package prefix (`/`-separated, no leading `/`).
+    pub path: String,
+    pub kind: FileKind,
+    /// Mode applied (permission bits; `0o777` for symlinks).
+    pub mode: u32,
+    /// Content size in bytes (files and hard links; 0 otherwise).
+    pub size: u64,
+    /// Hex sha256 of the content (files and hard links).
+    pub sha256: Option<String>,
+    /// Symlink target verbatim, or the hard-link target's path relative to the prefix.
+    pub link_target: Option<String>,
+}
+
+/// Result of [`unpack_tarball`].
+#[derive(Debug, Clone)]
+pub struct Unpacked {
+    pub buildinfo: BuildInfo,
+    /// Members inside the package prefix in archive order (the prefix directory itself and its
+    /// parents left out; directories created implicitly for members are included with mode 0755).
+    pub files: Vec<FileRecord>,
+    /// The package prefix as named in the archive (build-time prefix without its leading `/`).
+    pub prefix_in_archive: String,
+    /// With [`UnpackOptions::old_prefix_hint`]: relative paths of the regular files containing it.
+    pub files_with_prefix: Option<Vec<String>>,
+}
+
+/// Why a package tarball was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("the package archive is empty; the download is truncated — fetch it again")]
+    Empty,
+    #[error("the package archive is {0}-compressed; only gzip and plain tar package tarballs are supported")]
+    UnsupportedCompression(&'static str),
+    #[error("the package archive is neither gzip nor tar; the download is corrupt or not a Spack package — fetch it again")]
+    NotAnArchive,
+    #[error("cannot read the package archive: {reason}; the download is truncated or corrupt — fetch it again")]
+    Corrupt { reason: String },
+    #[error("the package archive is a Spack ≤0.17 tar-in-tar package (member `{member}`); it cannot be installed, rebuild and push it with a newer Spack")]
+    TarInTar { member: String },
+    #[error("archive member `{member}` has an absolute name; the tarball is hostile or corrupt — refusing it")]
+    AbsoluteName { member: String },
+    #[error("archive member `{member}` escapes the package prefix; the tarball is hostile or corrupt — refusing it")]
+    EscapesPrefix { member: String },
+    #[error("archive member `{member}` lies outside the package prefix `{prefix}`; the tarball is hostile or corrupt — refusing it")]
+    OutsidePrefix { member: String, prefix: String },
+    #[error("archive member `{member}` has an empty or non-UTF-8 name or link target; the tarball is corrupt — refusing it")]
+    BadName { member: String },
+    #[error("archive member `{member}` is a {kind}, which a Spack package never contains; the tarball is hostile or corrupt — refusing it")]
+    UnsupportedType { member: String, kind: String },
+    #[error("archive member `{member}` has setuid/setgid bits (mode {mode:o}); refusing it — pass --allow-setuid if you trust this package")]
+    Setuid { member: String, mode: u32 },
+    #[error("archive member `{member}` would be written through `{through}`, which the archive created as a symlink or file; the tarball is hostile or corrupt — refusing it")]
+    ThroughLink { member: String, through: String },
+    #[error("archive member `{member}` is a hard link to `{target}`, which {reason}; the tarball is hostile or corrupt — refusing it")]
+    BadHardlink {
+        member: String,
+        target: String,
+        reason: &'static str,
+    },
+    #[error("archive member `{member}` appears twice; refusing to overwrite it — the tarball is hostile or corrupt")]
+    Duplicate { member: String },
+    #[error("the archive has no `.spack/binary_distribution` member; it is not a Spack binary package (or a Spack ≤0.17 one) — refusing it")]
+    NotSpackPackage,
+    #[error("the archive names no package prefix directory for `{member}`; the tarball is corrupt — refusing it")]
+    MissingPrefixDir { member: String },
+    #[error("staging directory `{}` is not an empty directory; remove it and retry", path.display())]
+    StagingNotEmpty { path: PathBuf },
+    #[error("cannot write `{}`: {source}; check free space and permissions of the install root", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    BuildInfo(#[from] BuildInfoError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> UnpackError + '_ {
+    move |source| UnpackError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn corrupt(e: io::Error) -> UnpackError {
+    let reason = if e.kind() == io::ErrorKind::UnexpectedEof {
+        format!("unexpected end of data ({e})")
+    } else {
+        e.to_string()
+    };
+    UnpackError::Corrupt { reason }
+}
+
+/// Unpack a package tarball (gzip-compressed or plain tar) into `staging`.
+///
+/// `staging` must be an empty directory or not exist (its parent must exist); afterwards it holds
+/// the package prefix's contents. On error everything this call created is removed (and
+/// `staging` itself if this call created it).
+pub fn unpack_tarball(
+    reader: impl Read,
+    staging: &Path,
+    opts: &UnpackOptions,
+) -> Result<Unpacked, UnpackError> {
+    let created = match fs::symlink_metadata(staging) {
+        Ok(meta) => {
+            let empty = meta.is_dir()
+                && fs::read_dir(staging)
+                    .map_err(io_err(staging))?
+                    .next()
+                    .is_none();
+            if !empty {
+                return Err(UnpackError::StagingNotEmpty {
+                    path: staging.to_path_buf(),
+                });
+            }
+            false
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir(staging).map_err(io_err(staging))?;
+            true
+        }
+        Err(e) => return Err(io_err(staging)(e)),
+    };
+    let partial = staging.join(PARTIAL_DIR);
+    let result = fs::create_dir(&partial)
+        .map_err(io_err(&partial))
+        .and_then(|()| unpack_inner(reader, staging, &partial, opts));
+    if result.is_err() {
+        // Best effort: remove what we created; `remove_dir_all` never follows symlinks.
+        if created {
+            let _ = fs::remove_dir_all(staging);
+        } else if let Ok(entries) = fs::read_dir(staging) {
+            for entry in entries.flatten() {
+                let p = entry.path();
+                let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                let _ = if is_dir {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+            }
+        }
+    }
+    result
+}
+
+/// Sniff the compression from the first bytes and return a reader of the tar stream.
+fn open_tar_stream<'a>(mut reader: impl Read + 'a) -> Result<Box<dyn Read + 'a>, UnpackError> {
+    let mut head = vec![0u8; 512];
+    let mut filled = 0;
+    while filled < head.len() {
+        match reader.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(corrupt(e)),
+        }
+    }
+    head.truncate(filled);
+    let gzip = head.starts_with(&[0x1f, 0x8b]);
+    let kind = if head.is_empty() {
+        return Err(UnpackError::Empty);
+    } else if gzip {
+        None
+    } else if head.starts_with(b"BZh") {
+        Some("bzip2")
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Some("xz")
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some("zstd")
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        None
+    } else {
+        return Err(UnpackError::NotAnArchive);
+    };
+    if let Some(kind) = kind {
+        return Err(UnpackError::UnsupportedCompression(kind));
+    }
+    let stream = io::Cursor::new(head).chain(reader);
+    Ok(if gzip {
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            MultiGzDecoder::new(stream),
+        ))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 20, stream))
+    })
+}
+
+/// A member as seen in the archive (full normalized name).
+struct Member {
+    name: String,
+    kind: FileKind,
+    mode: u32,
+    size: u64,
+    sha256: Option<String>,
+    /// Symlink: target verbatim; hard link: normalized full name of the target.
+    link: Option<String>,
+    has_hint: bool,
+}
+
+struct Extractor<'o> {
+    partial: PathBuf,
+    opts: &'o UnpackOptions,
+    finder: Option<Finder<'o>>,
+    members: Vec<Member>,
+    index: HashMap<String, usize>,
+    top: Option<String>,
+    buf: Vec<u8>,
+}
+
+/// Normalize a member name: UTF-8, relative, no `..`; `.` and empty components dropped.
+fn normalize(raw: &[u8]) -> Result<String, UnpackError> {
+    let shown = || String::from_utf8_lossy(raw).into_owned();
+    let text = std::str::from_utf8(raw).map_err(|_| UnpackError::BadName { member: shown() })?;
+    if text.starts_with('/') {
+        return Err(UnpackError::AbsoluteName { member: shown() });
+    }
+    let mut parts = Vec::new();
+    for comp in text.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => return Err(UnpackError::EscapesPrefix { member: shown() }),
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+fn looks_like_tar_in_tar(name: &str) -> bool {
+    [
+        ".tar.gz",
+        ".tar.bz2",
+        ".spec.json",
+        ".spec.yaml",
+        ".spec.json.asc",
+        ".spec.json.sig",
+    ]
+    .iter()
+    .any(|ext| name.ends_with(ext))
+}
+
+impl<'o> Extractor<'o> {
+    fn path_of(&self, name: &str) -> PathBuf {
+        self.partial.join(name)
+    }
+
+    /// Make sure every ancestor of `name` is a directory created from this archive: refuse
+    /// symlinks and files on the way, create missing ones (recorded as implicit directories).
+    fn ensure_parents(&mut self, name: &str) -> Result<(), UnpackError> {
+        let mut end = 0;
+        while let Some(pos) = name[end..].find('/') {
+            let ancestor = &name[..end + pos];
+            end += pos + 1;
+            match self.index.get(ancestor).map(|&i| self.members[i].kind) {
+                Some(FileKind::Dir) => {}
+                Some(_) => {
+                    return Err(UnpackError::ThroughLink {
+                        member: name.to_string(),
+                        through: ancestor.to_string(),
+                    })
+                }
+                None => {
+                    let path = self.path_of(ancestor);
+                    fs::create_dir(&path).map_err(io_err(&path))?;
+                    self.push(Member {
+                        name: ancestor.to_string(),
+                        kind: FileKind::Dir,
+                        mode: 0o755,
+                        size: 0,
+                        sha256: None,
+                        link: None,
+                        has_hint: false,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, m: Member) {
+        self.index.insert(m.name.clone(), self.members.len());
+        self.members.push(m);
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
+        let etype = entry.header().entry_type();
+        if etype.is_pax_global_extensions() {
+            return Ok(());
+        }
+        let raw_name = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw_name).into_owned();
+        let name = normalize(&raw_name)?;
+        let is_dir = etype.is_dir();
+        if name.is_empty() {
+            if is_dir {
+                return Ok(()); // `./`: the archive root itself
+            }
+            return Err(UnpackError::BadName { member: shown });
+        }
+
+        // Cheap early refusals, before anything about this member is written.
+        let first = name.split('/').next().unwrap_or_default();
+        if !is_dir && !name.contains('/') {
+            if looks_like_tar_in_tar(&name) {
+                return Err(UnpackError::TarInTar { member: name });
+            }
+            return Err(UnpackError::OutsidePrefix {
+                member: name,
+                prefix: "(package prefix)".to_string(),
+            });
+        }
+        match &self.top {
+            None => self.top = Some(first.to_string()),
+            Some(top) if top != first => {
+                return Err(UnpackError::OutsidePrefix {
+                    member: name,
+                    prefix: format!("{top}/…"),
+                })
+            }
+            Some(_) => {}
+        }
+
+        let kind = if etype.is_file() || etype.is_contiguous() {
+            FileKind::File
+        } else if is_dir {
+            FileKind::Dir
+        } else if etype.is_symlink() {
+            FileKind::Symlink
+        } else if etype.is_hard_link() {
+            FileKind::Hardlink
+        } else {
+            let what = if etype.is_character_special() {
+                "character device".to_string()
+            } else if etype.is_block_special() {
+                "block device".to_string()
+            } else if etype.is_fifo() {
+                "fifo".to_string()
+            } else if etype.is_gnu_sparse() {
+                "sparse file".to_string()
+            } else {
+                format!("tar entry of type {:?}", etype.as_byte() as char)
+            };
+            return Err(UnpackError::UnsupportedType {
+                member: name,
+                kind: what,
+            });
+        };
+
+        let header_mode = entry.header().mode().map_err(corrupt)?;
+        let special = header_mode & 0o6000;
+        if kind == FileKind::File && special != 0 && !self.opts.allow_setuid {
+            return Err(UnpackError::Setuid {
+                member: name,
+                mode: header_mode & 0o7777,
+            });
+        }
+        let mode = match (kind, self.opts.allow_setuid) {
+            (FileKind::Symlink, _) => 0o777,
+            (FileKind::File, true) => header_mode & 0o6777,
+            (FileKind::Dir, true) => header_mode & 0o7777,
+            _ => header_mode & 0o777,
+        };
+
+        if let Some(&i) = self.index.get(&name) {
+            if kind == FileKind::Dir && self.members[i].kind == FileKind::Dir {
+                self.members[i].mode = mode;
+                return Ok(());
+            }
+            return Err(UnpackError::Duplicate { member: name });
+        }
+
+        // Link targets are validated before anything is created.
+        let link = match kind {
+            FileKind::Symlink | FileKind::Hardlink => {
+                let raw = entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
+                let target = std::str::from_utf8(&raw)
+                    .ok()
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| UnpackError::BadName {
+                        member: name.clone(),
+                    })?
+                    .to_string();
+                Some(target)
+            }
+            _ => None,
+        };
+        let mut hardlink_source = None;
+        if kind == FileKind::Hardlink {
+            let target = link.as_deref().unwrap_or_default();
+            let bad = |reason| UnpackError::BadHardlink {
+                member: name.clone(),
+                target: target.to_string(),
+                reason,
+            };
+            let norm = match normalize(target.as_bytes()) {
+                Ok(n) if !n.is_empty() => n,
+                Ok(_) => return Err(bad("is empty")),
+                Err(UnpackError::AbsoluteName { .. }) => return Err(bad("is an absolute path")),
+                Err(_) => return Err(bad("escapes the package prefix")),
+            };
+            match self.index.get(&norm) {
+                Some(&i) if matches!(self.members[i].kind, FileKind::File | FileKind::Hardlink) => {
+                    hardlink_source = Some((i, norm));
+                }
+                _ => return Err(bad("is not a regular file extracted before it")),
+            }
+        }
+
+        self.ensure_parents(&name)?;
+        let path = self.path_of(&name);
+        let member = match kind {
+            FileKind::Dir => {
+                fs::create_dir(&path).map_err(io_err(&path))?;
+                Member {
+                    name,
+                    kind,
+                    mode,
+                    size: 0,
+                    sha256: None,
+                    link: None,
+                    has_hint: false,
+                }
+            }
+            FileKind::Symlink => {
+                let target = link.unwrap_or_default();
+                std::os::unix::fs::symlink(&target, &path).map_err(io_err(&path))?;
+                Member {
+                    name,
+                    kind,
+                    mode,
+                    size: 0,
+                    sha256: None,
+                    link: Some(target),
+                    has_hint: false,
+                }
+            }
+            FileKind::Hardlink => {
+                let (i, target) = hardlink_source.ok_or_else(|| UnpackError::BadName {
+                    member: name.clone(),
+                })?;
+                fs::hard_link(self.path_of(&target), &path).map_err(io_err(&path))?;
+                let src = &self.members[i];
+                Member {
+                    name,
+                    kind,
+                    mode: src.mode,
+                    size: src.size,
+                    sha256: src.sha256.clone(),
+                    link: Some(target),
+                    has_hint: false,
+                }
+            }
+            FileKind::File => {
+                let mtime = entry.header().mtime().unwrap_or(0);
+                let (size, sha256, has_hint) = self.write_file(entry, &path, mode, mtime)?;
+                Member {
+                    name,
+                    kind,
+                    mode,
+                    size,
+                    sha256: Some(sha256),
+                    link: None,
+                    has_hint,
+                }
+            }
+        };
+        tracing::trace!(member = %shown, kind = ?member.kind, "unpacked");
+        self.push(member);
+        Ok(())
+    }
+
+    fn write_file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path: &Path,
+        mode: u32,
+        mtime: u64,
+    ) -> Result<(u64, String, bool), UnpackError> {
+        // O_CREAT|O_EXCL: fails on any existing name, symlinks included (never followed).
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_err(path))?;
+        let mut hasher = Sha256::new();
+        let mut scan = self.finder.as_ref().map(StreamScan::new);
+        let mut size = 0u64;
+        if self.buf.len() < CHUNK {
+            self.buf.resize(CHUNK, 0);
+        }
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(corrupt(e)),
+            };
+            let chunk = &self.buf[..n];
+            hasher.update(chunk);
+            if let Some(s) = scan.as_mut() {
+                s.feed(chunk);
+            }
+            file.write_all(chunk).map_err(io_err(path))?;
+            size += n as u64;
+        }
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io_err(path))?;
+        let mtime = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(0), 0);
+        filetime::set_file_handle_times(&file, None, Some(mtime)).map_err(io_err(path))?;
+        let found = scan.is_some_and(|s| s.found);
+        Ok((size, hex::encode(hasher.finalize()), found))
+    }
+
+    /// After the last member: find the prefix, check every member against it, move it into
+    /// `staging`, apply directory modes and parse the buildinfo.
+    fn finish(self, staging: &Path) -> Result<Unpacked, UnpackError> {
+        let bd = self
+            .members
+            .iter()
+            .filter(|m| {
+                m.kind == FileKind::File
+                    && m.name.ends_with("/.spack/binary_distribution")
+                    && m.name.len() > "/.spack/binary_distribution".len()
+            })
+            .min_by_key(|m| m.name.len())
+            .ok_or(UnpackError::NotSpackPackage)?;
+        let prefix = bd.name[..bd.name.len() - "/.spack/binary_distribution".len()].to_string();
+        tracing::debug!(prefix = %prefix, "package prefix in archive");
+        let inside = |name: &str| {
+            name.len() > prefix.len()
+                && name.starts_with(prefix.as_str())
+                && name.as_bytes()[prefix.len()] == b'/'
+        };
+        for m in &self.members {
+            let parent_of_prefix = m.kind == FileKind::Dir
+                && (m.name == prefix
+                    || (prefix.starts_with(m.name.as_str())
+                        && prefix.as_bytes().get(m.name.len()) == Some(&b'/')));
+            if !(inside(&m.name) || parent_of_prefix) {
+                return Err(UnpackError::OutsidePrefix {
+                    member: m.name.clone(),
+                    prefix,
+                });
+            }
+        }
+        if !matches!(
+            self.index.get(&prefix).map(|&i| self.members[i].kind),
+            Some(FileKind::Dir)
+        ) {
+            return Err(UnpackError::MissingPrefixDir {
+                member: bd.name.clone(),
+            });
+        }
+
+        // Move the prefix's entries into staging.
+        let src_root = self.path_of(&prefix);
+        let entries = fs::read_dir(&src_root).map_err(io_err(&src_root))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err(&src_root))?;
+            let file_name = entry.file_name();
+            let dest = staging.join(&file_name);
+            if file_name == PARTIAL_DIR {
+                return Err(UnpackError::BadName {
+                    member: format!("{prefix}/{PARTIAL_DIR}"),
+                });
+            }
+            fs::rename(entry.path(), &dest).map_err(io_err(&dest))?;
+        }
+        fs::remove_dir_all(&self.partial).map_err(io_err(&self.partial))?;
+
+        let strip = |name: &str| name[prefix.len() + 1..].to_string();
+        let mut dirs: Vec<(usize, PathBuf, u32)> = Vec::new();
+        let mut files = Vec::new();
+        let mut with_hint = Vec::new();
+        for m in self.members.iter().filter(|m| inside(&m.name)) {
+            let rel = strip(&m.name);
+            if m.kind == FileKind::Dir {
+                dirs.push((rel.matches('/').count(), staging.join(&rel), m.mode));
+            }
+            if m.has_hint {
+                with_hint.push(rel.clone());
+            }
+            let link_target = match m.kind {
+                FileKind::Hardlink => m.link.as_deref().map(strip),
+                _ => m.link.clone(),
+            };
+            files.push(FileRecord {
+                path: rel,
+                kind: m.kind,
+                mode: m.mode,
+                size: m.size,
+                sha256: m.sha256.clone(),
+                link_target,
+            });
+        }
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
+        for (_, path, mode) in &dirs {
+            fs::set_permissions(path, fs::Permissions::from_mode(*mode)).map_err(io_err(path))?;
+        }
+
+        let bd_path = staging.join(".spack").join("binary_distribution");
+        let mut text = Vec::new();
+        File::open(&bd_path)
+            .map_err(io_err(&bd_path))?
+            .take(MAX_BUILDINFO)
+            .read_to_end(&mut text)
+            .map_err(io_err(&bd_path))?;
+        let buildinfo = BuildInfo::parse(&text)?;
+
+        tracing::debug!(members = files.len(), staging = %staging.display(), "package unpacked");
+        Ok(Unpacked {
+            buildinfo,
+            files,
+            prefix_in_archive: prefix,
+            files_with_prefix: self.finder.as_ref().map(|_| with_hint),
+        })
+    }
+}
+
+fn unpack_inner(
+    reader: impl Read,
+    staging: &Path,
+    partial: &Path,
+    opts: &UnpackOptions,
+) -> Result<Unpacked, UnpackError> {
+    let stream = open_tar_stream(reader)?;
+    let mut archive = tar::Archive::new(stream);
+    let finder = opts
+        .old_prefix_hint
+        .as_deref()
+        .filter(|h| !h.is_empty())
+        .map(Finder::new);
+    let mut ex = Extractor {
+        partial: partial.to_path_buf(),
+        opts,
+        finder,
+        members: Vec::new(),
+        index: HashMap::new(),
+        top: None,
+        buf: Vec::new(),
+    };
+    {
+        let entries = archive.entries().map_err(corrupt)?;
+        for entry in entries {
+            let mut entry = entry.map_err(corrupt)?;
+            ex.entry(&mut entry)?;
+        }
+    }
+    // Read to the end so that gzip's CRC and length trailer are checked.
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(corrupt)?;
+    ex.finish(staging)
+}
+
+mod scan;
+use scan::StreamScan;
+
+#[cfg(test)]
+mod tests;
