@@ -176,6 +176,98 @@ fn scalar_string(v: &Value) -> Option<String> {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Buildinfo serialization: a one-line YAML flow mapping, like `syaml.dump(default_flow_style=True)`.
+
+fn yaml_plain_ok(s: &str) -> bool {
+    if s.is_empty() {
+        return false;
+    }
+    let reserved = [
+        "true", "false", "yes", "no", "on", "off", "null", "y", "n", "~",
+    ];
+    if reserved.contains(&s.to_ascii_lowercase().as_str()) {
+        return false;
+    }
+    let first = s.as_bytes()[0];
+    if !(first.is_ascii_alphanumeric() || matches!(first, b'/' | b'_' | b'.')) {
+        return false;
+    }
+    // Anything number-like must be quoted.
+    if s.bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-' | b'+' | b'e' | b'E'))
+        && s.bytes().any(|b| b.is_ascii_digit())
+    {
+        return false;
+    }
+    s.bytes().all(|b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'/' | b'_' | b'.' | b'-' | b'+' | b'@' | b'=' | b'~' | b'%'
+            )
+    })
+}
+
+fn yaml_scalar(s: &str) -> String {
+    if yaml_plain_ok(s) {
+        return s.to_string();
+    }
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f || (0x80..=0x9f).contains(&(c as u32)) => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn yaml_list(items: &[String]) -> String {
+    let v: Vec<String> = items.iter().map(|s| yaml_scalar(s)).collect();
+    format!("[{}]", v.join(", "))
+}
+
+/// Serialize buildinfo as Spack 1.x writes it (key order as Spack's `get_buildinfo_dict`).
+pub fn buildinfo_yaml(b: &BuildInfo) -> String {
+    let mut parts = Vec::new();
+    if let Some(s) = &b.sbang_install_path {
+        parts.push(format!("sbang_install_path: {}", yaml_scalar(s)));
+    }
+    parts.push(format!("buildpath: {}", yaml_scalar(&b.buildpath)));
+    if let Some(s) = &b.spackprefix {
+        parts.push(format!("spackprefix: {}", yaml_scalar(s)));
+    }
+    if let Some(s) = &b.relative_prefix {
+        parts.push(format!("relative_prefix: {}", yaml_scalar(s)));
+    }
+    parts.push(format!("hardlinks_deduped: {}", b.hardlinks_deduped));
+    if let Some(h) = &b.hash_to_prefix {
+        let m: Vec<String> = h
+            .iter()
+            .map(|(k, v)| format!("{}: {}", yaml_scalar(k), yaml_scalar(v)))
+            .collect();
+        parts.push(format!("hash_to_prefix: {{{}}}", m.join(", ")));
+    }
+    parts.push(format!(
+        "relocate_binaries: {}",
+        yaml_list(&b.relocate_binaries)
+    ));
+    parts.push(format!("relocate_links: {}", yaml_list(&b.relocate_links)));
+    parts.push(format!(
+        "relocate_textfiles: {}",
+        yaml_list(&b.relocate_textfiles)
+    ));
+    format!("{{{}}}\n", parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

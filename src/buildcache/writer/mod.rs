@@ -9,6 +9,7 @@ pub mod copied;
 pub mod index_writer;
 pub mod pack;
 pub mod scan;
+mod tar;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -27,10 +28,11 @@ use crate::spec::SpecFile;
 use crate::store::{Precondition, Store, StoreError};
 use crate::trust::{self, TrustError};
 
+pub use crate::buildcache::buildinfo::buildinfo_yaml;
 pub use index_writer::IndexBuilder;
 pub use pack::{
-    buildinfo_yaml, default_projection, gzip_bytes, pack_prefix, pack_prefix_excluding, spack_gzip,
-    unpadded_root, BuildInfoInputs, ChecksumWriter, PackedTarball,
+    default_projection, gzip_bytes, pack_prefix, pack_prefix_excluding, spack_gzip, unpadded_root,
+    BuildInfoInputs, ChecksumWriter, PackedTarball,
 };
 pub use scan::{FileClass, FileScanner, PrefixMatcher};
 
