@@ -65,11 +65,43 @@ fn module_of(rel: &Path) -> Option<String> {
     (name != "lib").then(|| name.to_string())
 }
 
+/// Scan `text`, a line (or the rest of one) inside a `use crate::{ … }` group at `depth`, pushing
+/// the names at the group's top level; returns the depth after it (0: the group is closed).
+fn scan_group(text: &str, mut depth: usize, line: usize, out: &mut Vec<(usize, String)>) -> usize {
+    let mut token = String::new();
+    let mut at_top_start = depth == 1;
+    for ch in text.chars() {
+        match ch {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' => at_top_start = depth == 1,
+            c if c.is_alphanumeric() || c == '_' => {
+                if at_top_start {
+                    token.push(c)
+                }
+            }
+            _ => {
+                if !token.is_empty() {
+                    out.push((line, std::mem::take(&mut token)));
+                }
+                at_top_start = false;
+            }
+        }
+        if depth == 0 {
+            break;
+        }
+    }
+    if !token.is_empty() {
+        out.push((line, token));
+    }
+    depth
+}
+
 /// `(line number, module named)` for every `crate::X` / `sf_cache::X` reference in `text`,
 /// including the names inside `use crate::{a::…, b}` groups. Comment lines are skipped.
 fn references(text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
-    let mut group: Option<usize> = None; // depth of an open `crate::{` group
+    let mut group = 0usize; // depth of an open `crate::{` group
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim_start();
         if line.starts_with("//") {
@@ -80,37 +112,8 @@ fn references(text: &str) -> Vec<(usize, String)> {
             None => line,
         };
         let n = i + 1;
-        // Names at the top level of an open `use crate::{ … }` group.
-        if let Some(depth) = group.as_mut() {
-            let mut token = String::new();
-            let mut at_top_start = *depth == 1;
-            for ch in line.chars() {
-                match ch {
-                    '{' => *depth += 1,
-                    '}' => *depth -= 1,
-                    ',' => at_top_start = *depth == 1,
-                    c if c.is_alphanumeric() || c == '_' => {
-                        if at_top_start {
-                            token.push(c)
-                        }
-                    }
-                    _ => {
-                        if !token.is_empty() {
-                            out.push((n, std::mem::take(&mut token)));
-                        }
-                        at_top_start = false;
-                    }
-                }
-                if *depth == 0 {
-                    break;
-                }
-            }
-            if !token.is_empty() {
-                out.push((n, token));
-            }
-            if *depth == 0 {
-                group = None;
-            }
+        if group > 0 {
+            group = scan_group(line, group, n, &mut out);
             continue;
         }
         for root in ["crate::", "sf_cache::"] {
@@ -122,37 +125,7 @@ fn references(text: &str) -> Vec<(usize, String)> {
                     continue;
                 }
                 if let Some(after) = rest.strip_prefix('{') {
-                    // A group: scan the remainder of this line as its first line.
-                    let mut depth = 1usize;
-                    let mut token = String::new();
-                    let mut at_top_start = true;
-                    for ch in after.chars() {
-                        match ch {
-                            '{' => depth += 1,
-                            '}' => depth -= 1,
-                            ',' => at_top_start = depth == 1,
-                            c if c.is_alphanumeric() || c == '_' => {
-                                if at_top_start {
-                                    token.push(c)
-                                }
-                            }
-                            _ => {
-                                if !token.is_empty() {
-                                    out.push((n, std::mem::take(&mut token)));
-                                }
-                                at_top_start = false;
-                            }
-                        }
-                        if depth == 0 {
-                            break;
-                        }
-                    }
-                    if !token.is_empty() {
-                        out.push((n, token));
-                    }
-                    if depth > 0 {
-                        group = Some(depth);
-                    }
+                    group = scan_group(after, 1, n, &mut out);
                     continue;
                 }
                 let name: String = rest

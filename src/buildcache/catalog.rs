@@ -359,6 +359,18 @@ fn parse_specfile(json: &[u8], what: &str) -> Result<SpecFile, BuildcacheError> 
     })
 }
 
+/// The text inside a clearsign envelope (or the text itself when it has none), NOT verified:
+/// for reading what a cache lists; trust comes later from the verified manifests.
+pub(crate) fn payload_unverified(text: &[u8], what: &str) -> Result<Vec<u8>, BuildcacheError> {
+    if !text.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----") {
+        return Ok(text.to_vec());
+    }
+    crate::trust::extract_cleartext(text).map_err(|e| BuildcacheError::Malformed {
+        what: what.to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// See [`Catalog::from_listing`]: a catalog of `src` built by listing its spec manifests and spec files (`--list-objects`)
 /// instead of reading its index. Metadata is read unverified here; it is verified later.
 pub(crate) async fn catalog_from_listing(src: &Mirror) -> Result<Catalog, BuildcacheError> {
@@ -388,15 +400,7 @@ pub(crate) async fn catalog_from_listing(src: &Mirror) -> Result<Catalog, Buildc
     for path in v3 {
         let text = src.get(&path).await?;
         let what = format!("{}/{}", src.url, path);
-        let json = if text.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----") {
-            crate::trust::extract_cleartext(&text).map_err(|e| BuildcacheError::Malformed {
-                what: what.clone(),
-                reason: e.to_string(),
-            })?
-        } else {
-            text.to_vec()
-        };
-        let m = super::manifest::Manifest::parse(&json, &what)?;
+        let m = super::manifest::Manifest::parse(&payload_unverified(&text, &what)?, &what)?;
         let rec = m.record(media::SPEC, media::SPEC_PREFIX).ok_or_else(|| {
             BuildcacheError::Malformed {
                 what: what.clone(),
@@ -421,14 +425,7 @@ pub(crate) async fn catalog_from_listing(src: &Mirror) -> Result<Catalog, Buildc
     for path in v2 {
         let text = src.get(&path).await?;
         let what = format!("{}/{}", src.url, path);
-        let payload = if text.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----") {
-            crate::trust::extract_cleartext(&text).map_err(|e| BuildcacheError::Malformed {
-                what: what.clone(),
-                reason: e.to_string(),
-            })?
-        } else {
-            text.to_vec()
-        };
+        let payload = payload_unverified(&text, &what)?;
         push(parse_specfile(&payload, &what)?, Layout::V2, &mut entries);
     }
     if entries.is_empty() {

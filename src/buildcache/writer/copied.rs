@@ -14,7 +14,6 @@ use super::{
 };
 use crate::buildcache::layout::{self, media, Layout};
 use crate::buildcache::manifest::{BlobRecord, Manifest};
-use crate::buildcache::BuildcacheError;
 use crate::store::{Store, StoreError};
 
 /// The record of a blob of `len` bytes with this sha256.
@@ -75,17 +74,7 @@ pub async fn convert_v2_entry(
     e: &V2Entry<'_>,
     signer: Option<&Signer>,
 ) -> Result<Converted, WriterError> {
-    let payload = if e
-        .metadata
-        .starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----")
-    {
-        crate::trust::extract_cleartext(e.metadata).map_err(|err| BuildcacheError::Malformed {
-            what: e.metadata_path.to_string(),
-            reason: err.to_string(),
-        })?
-    } else {
-        e.metadata.to_vec()
-    };
+    let payload = crate::buildcache::catalog::payload_unverified(e.metadata, e.metadata_path)?;
     let (spec_json, sf) = spec_blob_json(&payload, Path::new(e.metadata_path))?;
     let tar_rel = layout::blob_path(e.tarball_algorithm, e.tarball_digest);
     let tar_len = match e.tarball_len {
