@@ -1,6 +1,6 @@
 //! `sf-cache export`: a relocatable tarball of installed packages, a view and their modules.
 
-use super::module::{open_existing_root, select};
+use super::roots::{open_existing_root, select};
 use super::{CmdResult, Context};
 use crate::cli::ExportArgs;
 use crate::export::{export, ExportOptions};

@@ -1,110 +1,13 @@
 //! `sf-cache verify`, `uninstall`, `cache gc|clean` and `list --root`: everything that works from
 //! the receipts of an install root.
 
-use std::path::Path;
-
 use serde::Serialize;
 
+use super::roots::{matching, open_root};
 use super::{exit, parse_query, CmdResult, Context, Failure};
 use crate::buildcache::catalog::short;
 use crate::cli::{CacheCommand, UninstallArgs, VerifyArgs};
-use crate::install::receipt::Receipt;
-use crate::install::root::InstallRoot;
 use crate::install::{gc, uninstall as uninstaller, verify as verifier, view};
-use crate::spec::{Query, Spec};
-
-pub(crate) fn open_root(dir: &Path) -> Result<InstallRoot, Failure> {
-    InstallRoot::open(dir, None, false).map_err(|e| {
-        Failure::new(
-            exit::FAILURE,
-            format!("{e}; is {} an sf-cache install root?", dir.display()),
-        )
-    })
-}
-
-fn receipt_spec(r: &Receipt) -> Option<Spec> {
-    let mut spec = Spec::from_node(&r.spec, 5).ok()?;
-    spec.hash = r.hash.clone();
-    Some(spec)
-}
-
-/// Receipts of `root` matching `query` (all when None).
-pub(crate) fn matching(
-    root: &InstallRoot,
-    query: Option<&Query>,
-) -> Vec<(std::path::PathBuf, Receipt)> {
-    let installed = root.installed();
-    let Some(q) = query else {
-        return installed;
-    };
-    let specs: Vec<Option<Spec>> = installed.iter().map(|(_, r)| receipt_spec(r)).collect();
-    let lookup = |h: &str| -> Option<&Spec> { specs.iter().flatten().find(|s| s.hash == h) };
-    installed
-        .into_iter()
-        .zip(specs.iter())
-        .filter(|(_, s)| s.as_ref().is_some_and(|s| q.matches(s, &lookup)))
-        .map(|(i, _)| i)
-        .collect()
-}
-
-#[derive(Serialize)]
-struct InstalledRow {
-    name: String,
-    version: String,
-    hash: String,
-    prefix: String,
-    explicit: bool,
-    mirror: String,
-    signature: String,
-}
-
-pub fn list_root(ctx: &Context, dir: &Path, query: &[String]) -> CmdResult {
-    let q = if query.is_empty() {
-        None
-    } else {
-        Some(parse_query(query)?)
-    };
-    let root = open_root(dir)?;
-    let rows: Vec<InstalledRow> = matching(&root, q.as_ref())
-        .into_iter()
-        .map(|(p, r)| InstalledRow {
-            name: r.name,
-            version: r.version,
-            hash: r.hash,
-            prefix: p.display().to_string(),
-            explicit: r.explicit,
-            mirror: r.mirror,
-            signature: r.signature_status,
-        })
-        .collect();
-    if rows.is_empty() && q.is_some() {
-        return Err(Failure::new(
-            exit::NO_MATCH,
-            format!("nothing installed in {} matches the query", dir.display()),
-        ));
-    }
-    if ctx.out.json {
-        ctx.out.json(&rows)?;
-        return Ok(());
-    }
-    let table: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            vec![
-                r.name.clone(),
-                r.version.clone(),
-                short(&r.hash).to_string(),
-                if r.explicit { "explicit" } else { "dependency" }.to_string(),
-                r.prefix.clone(),
-            ]
-        })
-        .collect();
-    ctx.out.table(
-        &["NAME", "VERSION", "HASH", "INSTALLED AS", "PREFIX"],
-        &table,
-    )?;
-    Ok(())
-}
 
 #[derive(Serialize)]
 struct VerifyRow {

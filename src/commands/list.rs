@@ -73,7 +73,7 @@ pub fn sorted_rows(entries: Vec<&CatalogEntry>) -> Vec<&CatalogEntry> {
 
 pub async fn run(ctx: &Context, args: &ListArgs) -> CmdResult {
     if let Some(root) = &args.root {
-        return super::lifecycle::list_root(ctx, root, &args.query);
+        return list_root(ctx, root, &args.query);
     }
     let query = if args.query.is_empty() {
         None
@@ -140,6 +140,65 @@ pub async fn run(ctx: &Context, args: &ListArgs) -> CmdResult {
         .collect();
     ctx.out.table(
         &["NAME", "VERSION", "COMPILER", "ARCH", "HASH", "MIRROR"],
+        &table,
+    )?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct InstalledRow {
+    name: String,
+    version: String,
+    hash: String,
+    prefix: String,
+    explicit: bool,
+    mirror: String,
+    signature: String,
+}
+
+fn list_root(ctx: &Context, dir: &std::path::Path, query: &[String]) -> CmdResult {
+    let q = if query.is_empty() {
+        None
+    } else {
+        Some(parse_query(query)?)
+    };
+    let root = super::roots::open_root(dir)?;
+    let rows: Vec<InstalledRow> = super::roots::matching(&root, q.as_ref())
+        .into_iter()
+        .map(|(p, r)| InstalledRow {
+            name: r.name,
+            version: r.version,
+            hash: r.hash,
+            prefix: p.display().to_string(),
+            explicit: r.explicit,
+            mirror: r.mirror,
+            signature: r.signature_status,
+        })
+        .collect();
+    if rows.is_empty() && q.is_some() {
+        return Err(Failure::new(
+            exit::NO_MATCH,
+            format!("nothing installed in {} matches the query", dir.display()),
+        ));
+    }
+    if ctx.out.json {
+        ctx.out.json(&rows)?;
+        return Ok(());
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.version.clone(),
+                short(&r.hash).to_string(),
+                if r.explicit { "explicit" } else { "dependency" }.to_string(),
+                r.prefix.clone(),
+            ]
+        })
+        .collect();
+    ctx.out.table(
+        &["NAME", "VERSION", "HASH", "INSTALLED AS", "PREFIX"],
         &table,
     )?;
     Ok(())

@@ -11,6 +11,7 @@ pub mod mirror;
 pub mod module;
 pub mod publish;
 pub mod relocate;
+pub mod roots;
 pub mod show;
 pub mod slurm;
 
