@@ -288,8 +288,7 @@ async fn list(ctx: &Context, args: &SlurmListArgs) -> CmdResult {
                     },
                 };
                 variants.insert(v, offer);
-                let any_slurm = Query::parse(&format!("slurm@{} %gcc@{}", s.version, t.gcc))
-                    .expect("a matrix query parses");
+                let any_slurm = matrix_query(&SlurmFactory::cell_query(s, t))?;
                 for e in catalog.matching(&any_slurm, false) {
                     if builds.iter().any(|b| b.hash == e.spec.hash) {
                         continue;
@@ -309,7 +308,7 @@ async fn list(ctx: &Context, args: &SlurmListArgs) -> CmdResult {
                             .collect(),
                     });
                 }
-                let rt = Query::parse(&SlurmFactory::runtime_query(t)).expect("parses");
+                let rt = matrix_query(&SlurmFactory::runtime_query(t))?;
                 for e in catalog.matching(&rt, false) {
                     if !runtime.contains(&e.spec.version) {
                         runtime.push(e.spec.version.clone());
@@ -596,4 +595,13 @@ fn report(ctx: &Context, out: SlurmInstallOutput<'_>, done: &Installed) -> CmdRe
         }
     }
     Ok(())
+}
+
+/// A query made from the Slurm Factory matrix (checked when the matrix was loaded).
+fn matrix_query(q: &str) -> Result<Query, Failure> {
+    Query::parse(q).map_err(|e| {
+        Failure::usage(format!(
+            "[slurm_factory]: the matrix makes the query `{q}`, which does not parse ({e}); fix the versions in the config"
+        ))
+    })
 }

@@ -323,6 +323,11 @@ impl SlurmFactory {
             .collect()
     }
 
+    /// The query for any Slurm build of a cell (every variant).
+    pub fn cell_query(slurm: &SlurmRelease, tc: &Toolchain) -> String {
+        format!("slurm@{} %gcc@{}", slurm.version, tc.gcc)
+    }
+
     /// The query for the GCC runtime of a toolchain.
     pub fn runtime_query(tc: &Toolchain) -> String {
         format!("gcc-runtime@{}", tc.gcc)
