@@ -13,7 +13,6 @@ use crate::buildcache::writer::{CacheWriter, Signer};
 use crate::buildcache::{layout, Catalog, Mirror};
 use crate::cli::{BuildArgs, BuildFlags, InstallArgs, MirrorArgs};
 use crate::publish::PublishReport;
-use crate::store::{Store, StoreKind};
 use crate::ui::status::StatusLine;
 
 impl From<BuildError> for Failure {
@@ -108,17 +107,6 @@ fn read_signer(flags: &BuildFlags, ctx: &Context) -> Result<Signer, Failure> {
     super::read_signing_key(path, flags.passphrase_file.as_deref())?.signer()
 }
 
-fn open_dest(ctx: &Context, dest: &str) -> Result<Store, Failure> {
-    let store = Store::open(dest, &ctx.store_options(None))
-        .map_err(|e| Failure::usage(format!("--publish `{dest}`: {e}")))?;
-    if store.kind() == StoreKind::Http {
-        return Err(Failure::usage(format!(
-            "--publish `{dest}` is an HTTP URL, which cannot be written; give a path, file:// or s3:// URL"
-        )));
-    }
-    Ok(store)
-}
-
 /// Build `spec` and publish the result; returns the report.
 pub async fn build_and_publish(
     ctx: &Context,
@@ -139,7 +127,7 @@ pub async fn build_and_publish(
     env.extend(parse_env(&flags.build_env)?);
     let dest = destination(ctx, flags);
     // Fail on a bad destination or key before spending time on the build.
-    let store = open_dest(ctx, &dest)?;
+    let store = ctx.open_writable("--publish", &dest)?;
     let signer = read_signer(flags, ctx)?;
     let req = BuildRequest {
         spec: spec.to_string(),

@@ -18,17 +18,6 @@ impl From<MirrorError> for Failure {
     }
 }
 
-fn open_dest(ctx: &Context, dest: &str) -> Result<Store, Failure> {
-    let store = Store::open(dest, &ctx.store_options(None))
-        .map_err(|e| Failure::usage(format!("destination `{dest}`: {e}")))?;
-    if store.kind() == crate::store::StoreKind::Http {
-        return Err(Failure::usage(format!(
-            "destination `{dest}` is an HTTP URL, which cannot be written; give a path, file:// or s3:// URL"
-        )));
-    }
-    Ok(store)
-}
-
 fn read_signer(a: &MirrorCmdArgs) -> Result<Option<Signer>, Failure> {
     let Some(path) = &a.key else {
         return Ok(None);
@@ -128,7 +117,7 @@ pub async fn run(ctx: &Context, a: &MirrorCmdArgs) -> CmdResult {
     let index_cache = ctx.index_cache();
     match (dest, &a.bundle) {
         (Some(d), _) => {
-            let store = open_dest(ctx, &d)?;
+            let store = ctx.open_writable("destination", &d)?;
             let s = copy(ctx, &src, &store, &index_cache, opts).await?;
             warn_unsigned(ctx, &s)?;
             report(ctx, &s, &format!("mirrored to {}", store.display_url()))
@@ -169,7 +158,7 @@ pub async fn run(ctx: &Context, a: &MirrorCmdArgs) -> CmdResult {
 }
 
 pub async fn import(ctx: &Context, a: &ImportArgs) -> CmdResult {
-    let dest = open_dest(ctx, &a.dest)?;
+    let dest = ctx.open_writable("destination", &a.dest)?;
     std::fs::create_dir_all(&ctx.paths.tmp_dir)?;
     let staging = tempfile::Builder::new()
         .prefix("import-")

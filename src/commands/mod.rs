@@ -147,6 +147,19 @@ impl Context {
         })
     }
 
+    /// A store to write into (`dest`: a path, file:// or s3:// URL); `what` names it in
+    /// messages (`destination`, `--publish`). HTTP(S) is refused: it cannot be written.
+    pub fn open_writable(&self, what: &str, dest: &str) -> Result<crate::store::Store, Failure> {
+        let store = crate::store::Store::open(dest, &self.store_options(None))
+            .map_err(|e| Failure::usage(format!("{what} `{dest}`: {e}")))?;
+        if store.kind() == crate::store::StoreKind::Http {
+            return Err(Failure::usage(format!(
+                "{what} `{dest}` is an HTTP URL, which cannot be written; give a path, file:// or s3:// URL"
+            )));
+        }
+        Ok(store)
+    }
+
     /// Store options from flags, environment and config (never logged: they may hold secrets).
     pub fn store_options(&self, token_env: Option<&str>) -> StoreOptions {
         let mut opts = StoreOptions {

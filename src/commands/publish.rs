@@ -3,7 +3,6 @@
 use crate::buildcache::writer::{CacheWriter, Signer, WriterError};
 use crate::cli::{PublishArgs, UpdateIndexArgs};
 use crate::publish::{self, PublishError, PublishOptions};
-use crate::store::{Store, StoreKind};
 
 use super::{exit, CmdResult, Context, Failure};
 
@@ -23,17 +22,6 @@ impl From<WriterError> for Failure {
     }
 }
 
-fn open_dest(ctx: &Context, dest: &str) -> Result<Store, Failure> {
-    let store = Store::open(dest, &ctx.store_options(None))
-        .map_err(|e| Failure::usage(format!("destination `{dest}`: {e}")))?;
-    if store.kind() == StoreKind::Http {
-        return Err(Failure::usage(format!(
-            "destination `{dest}` is an HTTP URL, which cannot be written; give a path, file:// or s3:// URL"
-        )));
-    }
-    Ok(store)
-}
-
 fn read_signer(a: &PublishArgs) -> Result<Option<Signer>, Failure> {
     let Some(path) = &a.key else {
         return Ok(None);
@@ -45,7 +33,7 @@ fn read_signer(a: &PublishArgs) -> Result<Option<Signer>, Failure> {
 
 pub async fn run(ctx: &Context, a: &PublishArgs) -> CmdResult {
     let signer = read_signer(a)?;
-    let store = open_dest(ctx, &a.to)?;
+    let store = ctx.open_writable("destination", &a.to)?;
     std::fs::create_dir_all(&ctx.paths.tmp_dir)?;
     let mut writer = CacheWriter::new(store).with_tmp_dir(&ctx.paths.tmp_dir);
     if let Some(s) = signer {
@@ -96,7 +84,7 @@ pub async fn run(ctx: &Context, a: &PublishArgs) -> CmdResult {
 }
 
 pub async fn update_index(ctx: &Context, a: &UpdateIndexArgs) -> CmdResult {
-    let store = open_dest(ctx, &a.dest)?;
+    let store = ctx.open_writable("destination", &a.dest)?;
     let writer = CacheWriter::new(store).with_jobs(a.jobs.unwrap_or(8));
     let s = writer.update_index().await?;
     if ctx.global.json {
