@@ -11,16 +11,20 @@ use crate::buildcache::catalog::short;
 use crate::cli::InstallArgs;
 use crate::error::ErrorKind;
 use crate::fetch::{BlobCache, FetchOptions, Fetcher};
-use crate::install::installer::{self, InstallError, InstallOptions, InstallReport};
+use crate::install::flow;
+use crate::install::installer::{InstallError, InstallReport};
 use crate::install::plan::{check_against_lockfile, Action, Lockfile, Plan};
-use crate::install::projection::Projection;
-use crate::install::root::{absolute_root, existing_projection, InstallRoot};
-use crate::install::{gc, view};
 use crate::spec::HostTargets;
 use crate::ui::progress::DownloadProgress;
 
 impl From<InstallError> for Failure {
     fn from(e: InstallError) -> Failure {
+        Failure::new(super::exit::code(e.kind()), e.to_string())
+    }
+}
+
+impl From<flow::FlowError> for Failure {
+    fn from(e: flow::FlowError) -> Failure {
         Failure::new(super::exit::code(e.kind()), e.to_string())
     }
 }
@@ -69,13 +73,7 @@ pub async fn run(ctx: Context, args: &InstallArgs) -> CmdResult {
     }
 }
 
-/// What [`install`] did, for the caller to report (and to build on, as `slurm install` does).
-#[derive(Debug)]
-pub struct Installed {
-    pub root: std::path::PathBuf,
-    pub report: InstallReport,
-    pub view: Option<String>,
-}
+pub use crate::install::flow::Installed;
 
 /// The install flow shared by `install` and `slurm install`: resolve the queries (and/or the
 /// lockfile), plan, fetch, unpack, commit, and make the view. `catalog`: the mirrors already
@@ -92,39 +90,13 @@ pub async fn install(
             "nothing to install: give a query (e.g. `greet@2.1`) or --lockfile FILE",
         ));
     }
-    // Projection: flag > config > the root's own > default.
-    let root_dir = absolute_root(&args.root)?;
-    let requested = match args
-        .projection
-        .as_deref()
-        .or(ctx.config.install.projection.as_deref())
-    {
-        Some(p) => Some(Projection::parse(p).map_err(|e| Failure::usage(e.to_string()))?),
-        None => None,
-    };
-    let existing = existing_projection(&root_dir).map_err(|e| Failure::new(1, e.to_string()))?;
-    let projection = match (&existing, &requested) {
-        (Some(e), Some(r)) if e != r && args.projection.is_some() => {
-            return Err(Failure::usage(format!(
-                "install root {} uses projection `{}`, not `{}`; use the same projection or another root",
-                root_dir.display(),
-                e.as_str(),
-                r.as_str()
-            )))
-        }
-        (Some(e), _) => e.clone(),
-        (None, Some(r)) => r.clone(),
-        (None, None) => Projection::default(),
-    };
-    if let Some(v) = &args.view {
-        let v = absolute_root(v)?;
-        if v == root_dir {
-            return Err(Failure::usage(format!(
-                "--view {} is the install root itself; give the view its own directory",
-                v.display()
-            )));
-        }
-    }
+    let prepared = flow::prepare(&flow::Target {
+        root: &args.root,
+        projection_flag: args.projection.as_deref(),
+        projection_config: ctx.config.install.projection.as_deref(),
+        view: args.view.as_deref(),
+    })?;
+    let (root_dir, projection) = (&prepared.root_dir, &prepared.projection);
 
     let mut catalog = match catalog {
         Some(c) => c,
@@ -155,7 +127,7 @@ pub async fn install(
     }
     // After a build on a miss: its local signing key is trusted now.
     let trust = ctx.trust()?;
-    let plan = Plan::build(&catalog, &trust, &root_dir, &projection, &roots).await?;
+    let plan = Plan::build(&catalog, &trust, root_dir, projection, &roots).await?;
     if let Some(lock) = &lock {
         let fresh = plan.lockfile(&catalog);
         check_against_lockfile(lock, &fresh).map_err(|e| {
@@ -176,13 +148,11 @@ pub async fn install(
         crate::install::root::write_atomic(path, &text)?;
     }
     let blob_cache =
-        BlobCache::open(ctx.paths.blob_cache_dir()).map_err(|e| Failure::new(1, e.to_string()))?;
+        BlobCache::open(ctx.paths.blob_cache_dir()).map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
     if args.dry_run {
         print_plan(ctx, &plan, &blob_cache)?;
         return Ok(None);
     }
-    installer::check_externals(&plan, &catalog)?;
-
     let total: u64 = plan
         .to_install()
         .filter(|(_, e)| !blob_cache.contains(&e.tarball.digest))
@@ -197,53 +167,20 @@ pub async fn install(
         offline: args.offline,
         ..FetchOptions::default()
     });
-    let fetched = installer::fetch_tarballs(&plan, &catalog, &fetcher).await;
-    progress.done();
-    let tarballs = fetched?;
-    installer::check_prefix_lengths(&plan, &root_dir, &tarballs)?;
-
-    let root = InstallRoot::open(&root_dir, Some(&projection), true)
-        .map_err(|e| Failure::new(1, e.to_string()))?;
-    if let Err(e) = gc::register_root(&ctx.roots_registry(), &root.dir) {
-        tracing::warn!("{e}");
-    }
-    let unpack_jobs = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let report = installer::execute(
+    let done = flow::execute(
+        &prepared,
         &plan,
         &catalog,
-        &root,
-        &tarballs,
-        &InstallOptions {
+        &fetcher,
+        &flow::ExecOptions {
             allow_setuid: args.allow_setuid,
-            unpack_jobs,
+            view: args.view.clone(),
+            roots_registry: ctx.roots_registry(),
         },
+        || progress.done(),
     )
     .await?;
-    let mut view_path = None;
-    if let Some(v) = &args.view {
-        let mut hashes: Vec<String> = view::read_view(v)
-            .ok()
-            .flatten()
-            .map(|r| r.hashes)
-            .unwrap_or_default();
-        for item in &plan.items {
-            if !matches!(item.action, Action::External { .. }) && !hashes.contains(&item.node.hash)
-            {
-                hashes.push(item.node.hash.clone());
-            }
-        }
-        let installed: Vec<String> = root.installed().into_iter().map(|(_, r)| r.hash).collect();
-        hashes.retain(|h| installed.contains(h));
-        let r = view::build_view(v, &root, &hashes).map_err(|e| Failure::new(1, e.to_string()))?;
-        view_path = Some(r.view.display().to_string());
-    }
-    Ok(Some(Installed {
-        root: root.dir.clone(),
-        report,
-        view: view_path,
-    }))
+    Ok(Some(done))
 }
 
 fn print_installed(ctx: &Context, done: &Installed) -> CmdResult {

@@ -3,6 +3,7 @@
 //! `plan` resolves closures, `installer` fetches, stages (`unpack` + `crate::relocate`) and
 //! commits with one rename per package (`receipt` inside the prefix); `verify`, `uninstall`,
 //! `view` and `gc` work from the receipts.
+pub mod flow;
 pub mod gc;
 pub mod installer;
 pub mod moved;
