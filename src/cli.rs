@@ -393,6 +393,9 @@ pub struct SlurmInstallArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Use only the local caches (indexes, metadata, blobs): no network.
+    #[arg(long)]
+    pub offline: bool,
     /// When no cache has the build, build it from source (`sf-cache build`) with the variant's
     /// first query and install the result from the local buildcache.
     #[arg(long)]

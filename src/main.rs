@@ -47,8 +47,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         .build()?;
     let Cli { global, command } = cli;
     let mut ctx = Context::new(global)?;
-    if let Command::Install(a) = &command {
-        ctx.offline = a.offline;
+    match &command {
+        Command::Install(a) => ctx.offline = a.offline,
+        Command::Slurm(sf_cache::cli::SlurmCommand::Install(a)) => ctx.offline = a.offline,
+        _ => {}
     }
     runtime.block_on(async {
         match &command {

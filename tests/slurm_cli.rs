@@ -728,3 +728,50 @@ fn install_builds_slurm_on_a_miss() {
     };
     assert_eq!(logs(&home), 1);
 }
+
+#[test]
+fn install_offline_reads_only_what_an_online_run_cached() {
+    let home = Home::trusting();
+    let t = tempfile::tempdir().unwrap();
+    let pkgs = store(t.path());
+    let base = default_caches(&home, t.path(), &pkgs);
+    let server = common::HttpServer::start(base.clone());
+    let url = server.base_url();
+    let install = |root: &Path, offline: bool| {
+        let mut a = vec![
+            "slurm",
+            "install",
+            "--json",
+            "--slurm-version",
+            "25.11",
+            "--compiler-version",
+            "13.4.0",
+            "--root",
+            s(root),
+            "--base",
+            &url,
+        ];
+        if offline {
+            a.push("--offline");
+        }
+        home.cmd()
+            .env("SF_CACHE_HOST_GLIBC", "2.39")
+            .args(&a)
+            .output()
+            .unwrap()
+    };
+    // Offline before anything was fetched: refused, naming --offline.
+    let o = install(&t.path().join("cold"), true);
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--offline"), "{}", stderr(&o));
+    let requests = server.total_requests();
+    assert_eq!(requests, 0, "offline must not touch the network");
+    // Online once, then offline into a new root: the same install, no request.
+    let o = install(&t.path().join("online"), false);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let before = server.total_requests();
+    let o = install(&t.path().join("offline"), true);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json(&o)["slurm_hash"], pkgs["slurm-cpu"].hash.as_str());
+    assert_eq!(server.total_requests(), before, "offline made requests");
+}

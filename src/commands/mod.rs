@@ -4,6 +4,7 @@
 pub mod build;
 pub mod export;
 pub mod install;
+pub mod install_flow;
 pub mod keys;
 pub mod lifecycle;
 pub mod list;
@@ -14,6 +15,7 @@ pub mod relocate;
 pub mod roots;
 pub mod show;
 pub mod slurm;
+pub mod source_build;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -8,11 +8,11 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::install::{install, print_report_lines, Installed};
+use super::install_flow::{install, print_report_lines, InstallRequest, Installed};
 use super::{exit, CmdResult, Context, Failure};
 use crate::buildcache::catalog::short;
 use crate::buildcache::{BuildcacheError, Catalog, CatalogEntry, Mirror};
-use crate::cli::{InstallArgs, MirrorArgs, SlurmCommand, SlurmInstallArgs, SlurmListArgs};
+use crate::cli::{MirrorArgs, SlurmCommand, SlurmInstallArgs, SlurmListArgs};
 use crate::install::installer::InstallReport;
 use crate::modules::{write_modules, ModuleOptions, WrittenModule};
 use crate::slurm_factory::{
@@ -482,13 +482,7 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
     if build_on_miss && pick(&catalog, &queries, &host)?.is_none() {
         // Nothing matched: build the variant's first (most specific) query from source; the
         // catalog then includes the local buildcache the build published into.
-        let build_args = InstallArgs {
-            mirrors: mirror_args.clone(),
-            build_on_miss: true,
-            build: args.build.clone(),
-            ..InstallArgs::default()
-        };
-        catalog = super::build::on_miss(ctx, &queries[0], &build_args).await?;
+        catalog = super::source_build::on_miss(ctx, &queries[0], &mirror_args, &args.build).await?;
     }
     let Some((query, entry)) = pick(&catalog, &queries, &host)? else {
         return Err(Failure::new(
@@ -527,18 +521,25 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
         }
     }
     install_queries.push(query.clone());
-    let install_args = InstallArgs {
-        query: install_queries,
-        mirrors: MirrorArgs {
-            mirrors: catalog.mirrors.iter().map(|m| m.url.clone()).collect(),
-        },
-        root: args.root.clone(),
-        view: args.view.clone(),
+    let install_mirrors = MirrorArgs {
+        mirrors: catalog.mirrors.iter().map(|m| m.url.clone()).collect(),
+    };
+    let request = InstallRequest {
+        queries: install_queries,
+        mirrors: &install_mirrors,
+        root: &args.root,
+        projection: None,
         jobs: args.jobs,
         dry_run: args.dry_run,
-        ..InstallArgs::default()
+        offline: ctx.offline,
+        view: args.view.as_deref(),
+        write_lockfile: None,
+        lockfile: None,
+        allow_setuid: false,
+        build_on_miss: false,
+        build: &args.build,
     };
-    let Some(done) = install(ctx, &install_args, Some(catalog)).await? else {
+    let Some(done) = install(ctx, &request, Some(catalog)).await? else {
         return Ok(());
     };
     let module_dir = args
