@@ -28,7 +28,9 @@ use tracing::{debug, info, warn};
 use crate::buildcache::catalog::is_link_or_run;
 use crate::buildcache::layout::{self, media, Layout};
 use crate::buildcache::manifest::{BlobRecord, Manifest};
-use crate::buildcache::writer::copied::{convert_v2_entry, merge_index, put_small_blob, V2Entry};
+use crate::buildcache::writer::copied::{
+    put_if_changed, put_small_blob, tarball_dest, write_copied_metadata, CopiedDags, CopiedMetadata,
+};
 use crate::buildcache::writer::{read_manifest_unverified, CacheWriter, Signer, WriterError};
 use crate::buildcache::{
     BuildcacheError, Catalog, IndexCache, Mirror, TrustContext, VerifiedEntry,
@@ -267,10 +269,7 @@ pub async fn plan(
     let mut planned: HashSet<String> = HashSet::new();
     for item in &items {
         let e = &item.entry;
-        let tar_dest = match item.out {
-            Layout::V3 => layout::blob_path(&e.tarball.algorithm, &e.tarball.digest),
-            Layout::V2 => e.tarball.path.clone(),
-        };
+        let tar_dest = tarball_dest(&e.tarball, item.out);
         let mut add = |b: BlobCopy| {
             if planned.insert(b.dest_rel.clone()) {
                 blobs.push(b);
@@ -383,50 +382,40 @@ pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummar
         .collect();
 
     // 2. Spec manifests / spec files (after every blob they name).
-    let mut v3_dags: Vec<&[Value]> = Vec::new();
-    let mut v2_dags: Vec<&[Value]> = Vec::new();
+    let mut dags = CopiedDags::default();
     for item in &items {
         let e = &item.entry;
-        match (e.layout, item.out) {
-            (Layout::V3, _) | (Layout::V2, Layout::V2) => {
-                put_if_changed(&dest, &e.metadata_path, item.metadata.clone()).await?;
+        let tar_rel = tarball_dest(&e.tarball, item.out);
+        let written = write_copied_metadata(
+            &dest,
+            &CopiedMetadata {
+                from: e.layout,
+                out: item.out,
+                bytes: &item.metadata,
+                path: &e.metadata_path,
+                tarball: &e.tarball,
+                tarball_len: sizes.get(tar_rel.as_str()).copied(),
+            },
+            opts.signer.as_ref(),
+        )
+        .await?;
+        match written.spec_blob_written {
+            Some(len) => {
+                summary.blobs_copied += 1;
+                summary.bytes_copied += len;
             }
-            (Layout::V2, Layout::V3) => {
-                let tar_rel = layout::blob_path(&e.tarball.algorithm, &e.tarball.digest);
-                let converted = convert_v2_entry(
-                    &dest,
-                    &V2Entry {
-                        metadata: &item.metadata,
-                        metadata_path: &e.metadata_path,
-                        tarball_algorithm: &e.tarball.algorithm,
-                        tarball_digest: &e.tarball.digest,
-                        tarball_len: sizes.get(tar_rel.as_str()).copied(),
-                    },
-                    opts.signer.as_ref(),
-                )
-                .await?;
-                match converted.spec_blob_written {
-                    Some(len) => {
-                        summary.blobs_copied += 1;
-                        summary.bytes_copied += len;
-                    }
-                    None => summary.blobs_skipped += 1,
-                }
-                let signed = converted.signed;
-                if !signed {
-                    summary.unsigned_converted += 1;
-                }
-            }
+            None if e.layout != item.out => summary.blobs_skipped += 1,
+            None => {}
+        }
+        if !written.signed {
+            summary.unsigned_converted += 1;
         }
         summary.manifests += 1;
-        match item.out {
-            Layout::V3 => v3_dags.push(&e.specfile.raw_nodes),
-            Layout::V2 => v2_dags.push(&e.specfile.raw_nodes),
-        }
+        dags.add(item.out, &e.specfile.raw_nodes);
     }
 
     // 3. Keys.
-    let want_v3 = !v3_dags.is_empty() || (items.is_empty() && opts.to_v3);
+    let want_v3 = dags.has_v3() || (items.is_empty() && opts.to_v3);
     let mut fingerprints = copy_keys(&src, &dest, opts.to_v3).await?;
     if want_v3 {
         if let Some(signer) = &opts.signer {
@@ -449,11 +438,8 @@ pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummar
             }
             _ => CacheWriter::new(dest.clone()).ensure_layout_json().await?,
         }
-        merge_index(&dest, Layout::V3, &v3_dags).await?;
     }
-    if !v2_dags.is_empty() {
-        merge_index(&dest, Layout::V2, &v2_dags).await?;
-    }
+    dags.write_indexes(&dest, want_v3).await?;
     summary.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     info!(
         "mirrored {} specs from {} to {}",
@@ -465,16 +451,6 @@ pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummar
 }
 
 /// Write a small object unless the destination already holds exactly these bytes.
-async fn put_if_changed(dest: &Store, rel: &str, bytes: Bytes) -> Result<bool, MirrorError> {
-    match dest.get_bytes(rel).await {
-        Ok(existing) if existing == bytes => return Ok(false),
-        Ok(_) | Err(StoreError::NotFound { .. }) => {}
-        Err(e) => return Err(e.into()),
-    }
-    dest.put_bytes(rel, bytes).await?;
-    Ok(true)
-}
-
 fn is_fingerprint(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -12,6 +12,7 @@ use super::{
     gzip_bytes, read_manifest_unverified, sha256_hex, spec_blob_json, CacheWriter, IndexBuilder,
     Signer, WriterError,
 };
+use crate::buildcache::entry::BlobRef;
 use crate::buildcache::layout::{self, media, Layout};
 use crate::buildcache::manifest::{BlobRecord, Manifest};
 use crate::store::{Store, StoreError};
@@ -209,6 +210,106 @@ fn relabel(json: &[u8], version: &str) -> Option<Vec<u8>> {
     let db = v.get_mut("database")?.as_object_mut()?;
     db.insert("version".into(), Value::String(version.into()));
     serde_json::to_vec(&v).ok()
+}
+
+/// Write `bytes` at `rel` unless the destination already has exactly them; whether it wrote.
+pub async fn put_if_changed(dest: &Store, rel: &str, bytes: Bytes) -> Result<bool, WriterError> {
+    match dest.get_bytes(rel).await {
+        Ok(existing) if existing == bytes => return Ok(false),
+        Ok(_) | Err(StoreError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    dest.put_bytes(rel, bytes).await?;
+    Ok(true)
+}
+
+/// Where an entry's tarball goes in a destination of layout `out`: under its digest in v3, at
+/// its own path in v2.
+pub fn tarball_dest(tarball: &BlobRef, out: Layout) -> String {
+    match out {
+        Layout::V3 => layout::blob_path(&tarball.algorithm, &tarball.digest),
+        Layout::V2 => tarball.path.clone(),
+    }
+}
+
+/// A verified entry's metadata as copied, to write in the destination's layout.
+pub struct CopiedMetadata<'a> {
+    /// The layout it was read from and the one to write.
+    pub from: Layout,
+    pub out: Layout,
+    /// Its exact bytes (the verified digest) and path in the source.
+    pub bytes: &'a Bytes,
+    pub path: &'a str,
+    pub tarball: &'a BlobRef,
+    /// The tarball's size when known.
+    pub tarball_len: Option<u64>,
+}
+
+/// Write a copied entry's metadata: unchanged when the layouts agree (or v3 stays v3), converted
+/// v2 → v3 otherwise (signed when a signer is given). `spec_blob_written` is set only by a
+/// conversion that wrote a new spec blob; `signed` says whether a converted manifest is signed
+/// (an unconverted one keeps whatever signature it had: true).
+pub async fn write_copied_metadata(
+    dest: &Store,
+    m: &CopiedMetadata<'_>,
+    signer: Option<&Signer>,
+) -> Result<Converted, WriterError> {
+    match (m.from, m.out) {
+        (Layout::V3, _) | (Layout::V2, Layout::V2) => {
+            put_if_changed(dest, m.path, m.bytes.clone()).await?;
+            Ok(Converted {
+                signed: true,
+                spec_blob_written: None,
+            })
+        }
+        (Layout::V2, Layout::V3) => {
+            convert_v2_entry(
+                dest,
+                &V2Entry {
+                    metadata: m.bytes,
+                    metadata_path: m.path,
+                    tarball_algorithm: &m.tarball.algorithm,
+                    tarball_digest: &m.tarball.digest,
+                    tarball_len: m.tarball_len,
+                },
+                signer,
+            )
+            .await
+        }
+    }
+}
+
+/// The spec DAGs copied into a destination, per layout, for its indexes.
+#[derive(Default)]
+pub struct CopiedDags<'a> {
+    v3: Vec<&'a [Value]>,
+    v2: Vec<&'a [Value]>,
+}
+
+impl<'a> CopiedDags<'a> {
+    pub fn add(&mut self, out: Layout, nodes: &'a [Value]) {
+        match out {
+            Layout::V3 => self.v3.push(nodes),
+            Layout::V2 => self.v2.push(nodes),
+        }
+    }
+
+    /// Whether anything was copied into the v3 layout.
+    pub fn has_v3(&self) -> bool {
+        !self.v3.is_empty()
+    }
+
+    /// Merge them into the destination's indexes, last: the v3 index when `v3` (even with no
+    /// new spec: a converted empty cache still gets one), the v2 index when v2 specs were copied.
+    pub async fn write_indexes(&self, dest: &Store, v3: bool) -> Result<(), WriterError> {
+        if v3 {
+            merge_index(dest, Layout::V3, &self.v3).await?;
+        }
+        if !self.v2.is_empty() {
+            merge_index(dest, Layout::V2, &self.v2).await?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
