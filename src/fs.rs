@@ -1,5 +1,6 @@
 //! File primitives every layer uses, written once: the atomic write (temporary file in the same
-//! directory, fsync of the file, rename, fsync of the directory) and the streamed sha256 of a file.
+//! directory, fsync of the file, rename, fsync of the directory), the streamed sha256 of a file and
+//! the sorted listing of a directory.
 //!
 //! This is the bottom layer: it imports nothing of the crate. Errors are plain `std::io::Error`;
 //! callers add the path and their own error kind.
@@ -68,6 +69,13 @@ pub fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
+}
+
+/// The entries of a directory sorted by name, so walks are deterministic.
+pub fn sorted_entries(dir: &Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
+    let mut entries = std::fs::read_dir(dir)?.collect::<std::io::Result<Vec<_>>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    Ok(entries)
 }
 
 /// sha256 (lowercase hex) and length of a file, read in 1 MiB blocks.
@@ -140,6 +148,21 @@ mod tests {
         let m = std::fs::metadata(&umask).unwrap().mode() & 0o777;
         assert_eq!(m & 0o600, 0o600, "owner can read and write: {m:o}");
         assert_eq!(m & 0o111, 0, "never executable: {m:o}");
+    }
+
+    #[test]
+    fn entries_come_sorted_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        for n in ["b", "a", "c"] {
+            std::fs::write(d.path().join(n), n).unwrap();
+        }
+        let names: Vec<_> = sorted_entries(d.path())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!(sorted_entries(&d.path().join("missing")).is_err());
     }
 
     #[test]

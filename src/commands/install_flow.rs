@@ -271,13 +271,10 @@ fn print_plan(ctx: &Context, plan: &Plan, cache: &BlobCache) -> CmdResult {
             }
         })
         .collect();
-    if ctx.out.json {
-        ctx.out.json(&rows)?;
-        return Ok(());
-    }
-    let table: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
+    let printed_json = ctx.out.rows(
+        &rows,
+        &["ACTION", "SPEC", "HASH", "DOWNLOAD", "PREFIX"],
+        |r| {
             vec![
                 r.action.to_string(),
                 format!("{}@{}", r.name, r.version),
@@ -290,10 +287,11 @@ fn print_plan(ctx: &Context, plan: &Plan, cache: &BlobCache) -> CmdResult {
                 },
                 r.prefix.clone().unwrap_or_default(),
             ]
-        })
-        .collect();
-    ctx.out
-        .table(&["ACTION", "SPEC", "HASH", "DOWNLOAD", "PREFIX"], &table)?;
+        },
+    )?;
+    if printed_json {
+        return Ok(());
+    }
     let total: u64 = rows.iter().filter_map(|r| r.download_bytes).sum();
     ctx.out.line(format!(
         "dry run: nothing changed; {} to download",

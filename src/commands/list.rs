@@ -115,13 +115,10 @@ pub async fn run(ctx: &Context, args: &ListArgs) -> CmdResult {
             external: e.is_external(),
         })
         .collect();
-    if ctx.out.json {
-        ctx.out.json(&listed)?;
-        return Ok(());
-    }
-    let table: Vec<Vec<String>> = listed
-        .iter()
-        .map(|l| {
+    ctx.out.rows(
+        &listed,
+        &["NAME", "VERSION", "COMPILER", "ARCH", "HASH", "MIRROR"],
+        |l| {
             let mut name = l.name.clone();
             if l.external {
                 name.push_str(" [external]");
@@ -136,11 +133,7 @@ pub async fn run(ctx: &Context, args: &ListArgs) -> CmdResult {
                 short(&l.hash).to_string(),
                 l.mirror.clone(),
             ]
-        })
-        .collect();
-    ctx.out.table(
-        &["NAME", "VERSION", "COMPILER", "ARCH", "HASH", "MIRROR"],
-        &table,
+        },
     )?;
     Ok(())
 }
@@ -181,13 +174,10 @@ fn list_root(ctx: &Context, dir: &std::path::Path, query: &[String]) -> CmdResul
             format!("nothing installed in {} matches the query", dir.display()),
         ));
     }
-    if ctx.out.json {
-        ctx.out.json(&rows)?;
-        return Ok(());
-    }
-    let table: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
+    ctx.out.rows(
+        &rows,
+        &["NAME", "VERSION", "HASH", "INSTALLED AS", "PREFIX"],
+        |r| {
             vec![
                 r.name.clone(),
                 r.version.clone(),
@@ -195,11 +185,7 @@ fn list_root(ctx: &Context, dir: &std::path::Path, query: &[String]) -> CmdResul
                 if r.explicit { "explicit" } else { "dependency" }.to_string(),
                 r.prefix.clone(),
             ]
-        })
-        .collect();
-    ctx.out.table(
-        &["NAME", "VERSION", "HASH", "INSTALLED AS", "PREFIX"],
-        &table,
+        },
     )?;
     Ok(())
 }

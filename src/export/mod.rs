@@ -260,11 +260,7 @@ impl<W: Write> TarWriter<W> {
     /// A directory and everything below it (sorted, symlinks not followed).
     fn add_tree(&mut self, dir: &Path, name: &Path) -> Result<(), ExportError> {
         self.add(dir, name)?;
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .map_err(io_err(dir))?
-            .collect::<Result<_, _>>()
-            .map_err(io_err(dir))?;
-        entries.sort_by_key(|e| e.file_name());
+        let entries = crate::fs::sorted_entries(dir).map_err(io_err(dir))?;
         for e in entries {
             let p = e.path();
             let n = name.join(e.file_name());

@@ -366,11 +366,7 @@ fn receipt_files(staged: &Staged) -> Result<Vec<ReceiptFile>, InstallError> {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel_dir) = stack.pop() {
         let dir = root.join(&rel_dir);
-        let mut entries: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(io_err(dir.display().to_string()))?
-            .collect::<Result<_, _>>()
-            .map_err(io_err(dir.display().to_string()))?;
-        entries.sort_by_key(|e| e.file_name());
+        let entries = crate::fs::sorted_entries(&dir).map_err(io_err(dir.display().to_string()))?;
         for e in entries {
             let rel = rel_dir.join(e.file_name());
             let rel_s = rel.to_string_lossy().into_owned();

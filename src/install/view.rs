@@ -179,11 +179,7 @@ impl Builder<'_> {
         let mut stack = vec![PathBuf::new()];
         while let Some(rel_dir) = stack.pop() {
             let dir = prefix.join(&rel_dir);
-            let mut entries: Vec<_> = std::fs::read_dir(&dir)
-                .map_err(io(&dir))?
-                .collect::<Result<_, _>>()
-                .map_err(io(&dir))?;
-            entries.sort_by_key(|e| e.file_name());
+            let entries = crate::fs::sorted_entries(&dir).map_err(io(&dir))?;
             for e in entries {
                 let name = e.file_name();
                 if rel_dir.as_os_str().is_empty() {

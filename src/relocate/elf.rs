@@ -468,11 +468,7 @@ pub fn drop_redundant_rpaths_in_tree(
     let mut seen = HashSet::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let mut entries: Vec<_> = fs::read_dir(&d)
-            .map_err(|e| RelocateError::io(&d, e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| RelocateError::io(&d, e))?;
-        entries.sort_by_key(|e| e.file_name());
+        let entries = crate::fs::sorted_entries(&d).map_err(|e| RelocateError::io(&d, e))?;
         for e in entries {
             let p = e.path();
             let md = fs::symlink_metadata(&p).map_err(|err| RelocateError::io(&p, err))?;

@@ -207,11 +207,7 @@ pub fn filter_shebangs_in_tree(
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let mut entries: Vec<_> = fs::read_dir(&d)
-            .map_err(|e| RelocateError::io(&d, e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| RelocateError::io(&d, e))?;
-        entries.sort_by_key(|e| e.file_name());
+        let entries = crate::fs::sorted_entries(&d).map_err(|e| RelocateError::io(&d, e))?;
         for e in entries {
             let p = e.path();
             let Ok(md) = fs::symlink_metadata(&p) else {

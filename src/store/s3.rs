@@ -217,6 +217,14 @@ impl S3Store {
         Ok(self.client().await?.anonymous)
     }
 
+    /// The object key, its URL (for messages) and the client: what every request starts with.
+    async fn request_target(&self, rel: &str) -> Result<(String, String, &Client), StoreError> {
+        let key = self.key_of(rel)?;
+        let url = self.url_of_key(&key);
+        let client = self.client().await?;
+        Ok((key, url, client))
+    }
+
     async fn client(&self) -> Result<&Client, StoreError> {
         self.inner
             .client
@@ -275,9 +283,7 @@ impl S3Store {
     }
 
     async fn get_whole(&self, rel: &str) -> Result<Option<(Bytes, String)>, StoreError> {
-        let key = self.key_of(rel)?;
-        let url = self.url_of_key(&key);
-        let client = self.client().await?;
+        let (key, url, client) = self.request_target(rel).await?;
         let mut attempt = 0u32;
         loop {
             let res: Result<(Bytes, String), BodyErr> = async {
@@ -340,9 +346,7 @@ impl S3Store {
         rel: &str,
         offset: u64,
     ) -> Result<ObjectStream, StoreError> {
-        let key = self.key_of(rel)?;
-        let url = self.url_of_key(&key);
-        let client = self.client().await?;
+        let (key, url, client) = self.request_target(rel).await?;
         let mut req = client.s3.get_object().bucket(&self.inner.bucket).key(&key);
         if offset > 0 {
             req = req.range(format!("bytes={offset}-"));
@@ -394,9 +398,7 @@ impl S3Store {
     }
 
     pub(crate) async fn head(&self, rel: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        let key = self.key_of(rel)?;
-        let url = self.url_of_key(&key);
-        let client = self.client().await?;
+        let (key, url, client) = self.request_target(rel).await?;
         match client
             .s3
             .head_object()
@@ -479,9 +481,7 @@ impl S3Store {
         bytes: Bytes,
         pre: Precondition,
     ) -> Result<String, StoreError> {
-        let key = self.key_of(rel)?;
-        let url = self.url_of_key(&key);
-        let client = self.client().await?;
+        let (key, url, client) = self.request_target(rel).await?;
         let len = bytes.len() as i64;
         let mut req = client
             .s3
@@ -656,9 +656,7 @@ impl S3Store {
     }
 
     pub(crate) async fn delete(&self, rel: &str) -> Result<(), StoreError> {
-        let key = self.key_of(rel)?;
-        let url = self.url_of_key(&key);
-        let client = self.client().await?;
+        let (key, url, client) = self.request_target(rel).await?;
         match client
             .s3
             .delete_object()

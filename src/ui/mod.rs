@@ -30,6 +30,24 @@ impl Output {
         writeln!(out, "{}", text.as_ref())
     }
 
+    /// Print `rows` as a JSON array with `--json`, else as a table of `headers` whose cells
+    /// `cells` makes for each row. Returns whether it printed JSON (a caller may add human lines
+    /// after a table, never after JSON).
+    pub fn rows<T: Serialize>(
+        &self,
+        rows: &[T],
+        headers: &[&str],
+        cells: impl Fn(&T) -> Vec<String>,
+    ) -> std::io::Result<bool> {
+        if self.json {
+            self.json(rows)?;
+            return Ok(true);
+        }
+        let table: Vec<Vec<String>> = rows.iter().map(cells).collect();
+        self.table(headers, &table)?;
+        Ok(false)
+    }
+
     /// Print a table with left-aligned columns.
     pub fn table(&self, headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();

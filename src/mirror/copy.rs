@@ -1,0 +1,229 @@
+//! Copying what a plan found missing: blobs, metadata, keys, `layout.json` and the indexes last.
+
+use super::*;
+
+/// Copy what [`plan`] found missing; write manifests, keys, `layout.json` and the index (last).
+pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummary, MirrorError> {
+    let MirrorPlan {
+        src,
+        dest,
+        items,
+        mut blobs,
+        opts,
+        started,
+    } = plan;
+    let jobs = opts.jobs.max(1);
+    let mut summary = MirrorSummary {
+        specs: items.len() as u64,
+        ..Default::default()
+    };
+
+    // 1. Blobs: downloaded into the blob cache (sha256 checked), then written atomically.
+    let (src_ref, dest_ref) = (&src, &dest);
+    let copied: Vec<(usize, u64)> =
+        stream::iter(blobs.iter().enumerate().filter(|(_, b)| !b.present))
+            .map(|(i, b)| async move {
+                let was_cached = fetcher.cache().contains(&b.digest);
+                let req = BlobRequest::new(
+                    b.digest.clone(),
+                    b.size,
+                    vec![(src_ref.store.clone(), b.src_rel.clone())],
+                );
+                let path = fetcher.fetch_one(&req).await?;
+                let len = std::fs::metadata(&path)
+                    .map_err(|e| MirrorError::io(&path, e))?
+                    .len();
+                dest_ref.put_file(&b.dest_rel, &path).await?;
+                debug!("copied {} ({len} bytes)", b.dest_rel);
+                if !was_cached {
+                    // Keep the user's blob cache from growing by a whole mirror.
+                    let _ = fetcher.cache().remove(&b.digest);
+                }
+                Ok::<_, MirrorError>((i, len))
+            })
+            .buffer_unordered(jobs)
+            .try_collect()
+            .await?;
+    for (i, len) in copied {
+        blobs[i].size = Some(len);
+        summary.blobs_copied += 1;
+        summary.bytes_copied += len;
+    }
+    summary.blobs_skipped = blobs.iter().filter(|b| b.present).count() as u64;
+    let sizes: HashMap<&str, u64> = blobs
+        .iter()
+        .filter_map(|b| Some((b.dest_rel.as_str(), b.size?)))
+        .collect();
+
+    // 2. Spec manifests / spec files (after every blob they name).
+    let mut dags = CopiedDags::default();
+    for item in &items {
+        let e = &item.entry;
+        let tar_rel = tarball_dest(&e.tarball, item.out);
+        let written = write_copied_metadata(
+            &dest,
+            &CopiedMetadata {
+                from: e.layout,
+                out: item.out,
+                bytes: &item.metadata,
+                path: &e.metadata_path,
+                tarball: &e.tarball,
+                tarball_len: sizes.get(tar_rel.as_str()).copied(),
+            },
+            opts.signer.as_ref(),
+        )
+        .await?;
+        match written.spec_blob_written {
+            Some(len) => {
+                summary.blobs_copied += 1;
+                summary.bytes_copied += len;
+            }
+            None if e.layout != item.out => summary.blobs_skipped += 1,
+            None => {}
+        }
+        if !written.signed {
+            summary.unsigned_converted += 1;
+        }
+        summary.manifests += 1;
+        dags.add(item.out, &e.specfile.raw_nodes);
+    }
+
+    // 3. Keys.
+    let want_v3 = dags.has_v3() || (items.is_empty() && opts.to_v3);
+    let mut fingerprints = copy_keys(&src, &dest, opts.to_v3).await?;
+    if want_v3 {
+        if let Some(signer) = &opts.signer {
+            if opts.to_v3 {
+                CacheWriter::new(dest.clone())
+                    .with_signer(signer.clone())
+                    .publish_keys()
+                    .await?;
+                fingerprints.insert(signer.fingerprint.to_ascii_uppercase());
+            }
+        }
+    }
+    summary.keys = fingerprints.len() as u64;
+
+    // 4. layout.json and the indexes, last.
+    if want_v3 {
+        match src.get_optional(layout::V3_LAYOUT_JSON).await? {
+            Some(b) if !opts.to_v3 => {
+                put_if_changed(&dest, layout::V3_LAYOUT_JSON, b).await?;
+            }
+            _ => CacheWriter::new(dest.clone()).ensure_layout_json().await?,
+        }
+    }
+    dags.write_indexes(&dest, want_v3).await?;
+    summary.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    info!(
+        "mirrored {} specs from {} to {}",
+        summary.specs,
+        src.url,
+        dest.display_url()
+    );
+    Ok(summary)
+}
+
+fn is_fingerprint(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+pub(super) fn key_index_fingerprints(bytes: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("keys").and_then(Value::as_object).cloned())
+        .map(|m| m.keys().filter(|k| is_fingerprint(k)).cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Copy the keys the source publishes (v3 key manifests and blobs, key index last; v2 `_pgp/`).
+/// With `to_v3`, v2 keys are published as v3 key manifests. Keys are public data: they are
+/// copied as published (blob digests checked) and trusted only by pin or by the user.
+async fn copy_keys(
+    src: &Mirror,
+    dest: &Store,
+    to_v3: bool,
+) -> Result<HashSet<String>, MirrorError> {
+    let mut count: HashSet<String> = HashSet::new();
+    // v3
+    let index_manifest = src.get_optional(layout::V3_KEY_INDEX_MANIFEST).await?;
+    let mut fprs: Vec<String> = Vec::new();
+    let mut index_blob: Option<(BlobRecord, Bytes)> = None;
+    if let Some(text) = &index_manifest {
+        let m = read_manifest_unverified(text, layout::V3_KEY_INDEX_MANIFEST)?;
+        if let Some(rec) = m.data.first() {
+            let blob = src.get_verified_blob(rec).await?;
+            fprs = key_index_fingerprints(&blob);
+            index_blob = Some((rec.clone(), blob));
+        }
+    } else if let Ok(names) = src.store.list(layout::V3_KEY_DIR).await {
+        fprs = names
+            .iter()
+            .filter_map(|n| n.strip_prefix(layout::V3_KEY_DIR))
+            .filter_map(|n| n.strip_suffix(".key.manifest.json"))
+            .filter(|f| is_fingerprint(f))
+            .map(str::to_string)
+            .collect();
+    }
+    for fpr in &fprs {
+        let path = layout::v3_key_manifest(fpr);
+        let Some(text) = src.get_optional(&path).await? else {
+            continue;
+        };
+        let m = read_manifest_unverified(&text, &path)?;
+        for rec in &m.data {
+            if !dest.exists(&rec.path()).await? {
+                let blob = src.get_verified_blob(rec).await?;
+                dest.put_bytes(&rec.path(), blob).await?;
+            }
+        }
+        put_if_changed(dest, &path, text).await?;
+        count.insert(fpr.to_ascii_uppercase());
+    }
+    if let (Some((rec, blob)), Some(text)) = (index_blob, index_manifest) {
+        if !dest.exists(&rec.path()).await? {
+            dest.put_bytes(&rec.path(), blob).await?;
+        }
+        put_if_changed(dest, layout::V3_KEY_INDEX_MANIFEST, text).await?;
+    }
+    // v2
+    if let Some(index) = src.get_optional(layout::V2_KEY_INDEX).await? {
+        let mut converted = false;
+        for fpr in key_index_fingerprints(&index) {
+            let path = layout::v2_key_file(&fpr);
+            let Some(key) = src.get_optional(&path).await? else {
+                continue;
+            };
+            if crate::trust::parse_keys(&key).is_err() {
+                warn!("{}/{path} is not a usable public key; skipped", src.url);
+                continue;
+            }
+            if to_v3 {
+                if fprs.contains(&fpr) {
+                    continue;
+                }
+                let (rec, _) = put_small_blob(dest, key.to_vec(), media::KEY, "none").await?;
+                let m = Manifest {
+                    version: 3,
+                    data: vec![rec],
+                };
+                put_if_changed(
+                    dest,
+                    &layout::v3_key_manifest(&fpr),
+                    Bytes::from(m.to_spack_json().into_bytes()),
+                )
+                .await?;
+                converted = true;
+            } else {
+                put_if_changed(dest, &path, key).await?;
+            }
+            count.insert(fpr.to_ascii_uppercase());
+        }
+        if converted {
+            CacheWriter::new(dest.clone()).write_key_index().await?;
+        } else if !to_v3 {
+            put_if_changed(dest, layout::V2_KEY_INDEX, index).await?;
+        }
+    }
+    Ok(count)
+}
