@@ -329,6 +329,21 @@ pub fn format_variant(name: &str, value: &crate::spec::VariantValue) -> String {
 }
 
 impl Catalog {
+    /// One catalog over several, mirror order kept (earlier catalogs' mirrors win a tie).
+    pub fn merge(parts: &[&Catalog]) -> Catalog {
+        let mut mirrors: Vec<Mirror> = Vec::new();
+        let mut entries: Vec<CatalogEntry> = Vec::new();
+        for c in parts {
+            let offset = mirrors.len();
+            mirrors.extend(c.mirrors.iter().cloned());
+            entries.extend(c.entries().iter().cloned().map(|mut e| {
+                e.mirror += offset;
+                e
+            }));
+        }
+        Catalog::from_entries(mirrors, entries)
+    }
+
     /// A catalog of `src` built by listing its spec manifests and spec files (`--list-objects`)
     /// instead of reading its index. Metadata is read unverified here; it is verified later.
     pub async fn from_listing(src: &Mirror) -> Result<Catalog, BuildcacheError> {

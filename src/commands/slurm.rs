@@ -11,12 +11,13 @@ use tracing::{info, warn};
 use super::install_flow::{install, print_report_lines, InstallRequest, Installed};
 use super::{exit, CmdResult, Context, Failure};
 use crate::buildcache::catalog::short;
-use crate::buildcache::{BuildcacheError, Catalog, CatalogEntry, Mirror};
+use crate::buildcache::{BuildcacheError, Catalog};
 use crate::cli::{MirrorArgs, SlurmCommand, SlurmInstallArgs, SlurmListArgs};
 use crate::install::installer::InstallReport;
 use crate::modules::{write_modules, ModuleOptions, WrittenModule};
 use crate::slurm_factory::{
-    glibc, CacheUrl, FactoryError, SlurmFactory, SlurmRelease, Toolchain, Variant, BASE_ENV,
+    glibc, pick_build, CacheUrl, FactoryError, SlurmFactory, SlurmRelease, Toolchain, Variant,
+    BASE_ENV,
 };
 use crate::spec::{HostTargets, Query, VariantReq};
 
@@ -102,42 +103,6 @@ async fn probe_all(ctx: &Context, caches: Vec<CacheUrl>, jobs: usize) -> Vec<Pro
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// One catalog over several (mirror order kept: earlier caches win a tie).
-fn merged(parts: &[&Catalog]) -> Catalog {
-    let mut mirrors: Vec<Mirror> = Vec::new();
-    let mut entries: Vec<CatalogEntry> = Vec::new();
-    for c in parts {
-        let offset = mirrors.len();
-        mirrors.extend(c.mirrors.iter().cloned());
-        entries.extend(c.entries().iter().cloned().map(|mut e| {
-            e.mirror += offset;
-            e
-        }));
-    }
-    Catalog::from_entries(mirrors, entries)
-}
-
-/// The Slurm build `slurm install` takes from `catalog`: the best match of the first query (in
-/// the variant's order) that matches anything. Ok(None) when none does.
-fn pick<'c>(
-    catalog: &'c Catalog,
-    queries: &[String],
-    host: &HostTargets,
-) -> Result<Option<(String, &'c CatalogEntry)>, BuildcacheError> {
-    for q in queries {
-        let query = Query::parse(q).map_err(|e| BuildcacheError::Malformed {
-            what: format!("query `{q}`"),
-            reason: e.to_string(),
-        })?;
-        match catalog.best_match(&query, host) {
-            Ok(e) => return Ok(Some((q.clone(), e))),
-            Err(BuildcacheError::NoMatch { .. }) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(None)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,8 +239,8 @@ async fn list(ctx: &Context, args: &SlurmListArgs) -> CmdResult {
                     variants.insert(v, Offer::Unavailable { reason });
                     continue;
                 }
-                let catalog = merged(&ok);
-                let offer = match pick(&catalog, &f.slurm_queries(s, t, v), &host) {
+                let catalog = Catalog::merge(&ok);
+                let offer = match pick_build(&catalog, &f.slurm_queries(s, t, v), &host) {
                     Ok(Some((query, e))) => Offer::Available {
                         version: e.spec.version.clone(),
                         hash: e.spec.hash.clone(),
@@ -467,7 +432,7 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
             ),
         ));
     }
-    let catalog = merged(
+    let catalog = Catalog::merge(
         &ok.iter()
             .filter_map(|p| p.result.as_ref().ok())
             .collect::<Vec<_>>(),
@@ -479,12 +444,12 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
         mirrors: ok.iter().map(|p| p.cache.url.clone()).collect(),
     };
     let mut catalog = catalog;
-    if build_on_miss && pick(&catalog, &queries, &host)?.is_none() {
+    if build_on_miss && pick_build(&catalog, &queries, &host)?.is_none() {
         // Nothing matched: build the variant's first (most specific) query from source; the
         // catalog then includes the local buildcache the build published into.
         catalog = super::source_build::on_miss(ctx, &queries[0], &mirror_args, &args.build).await?;
     }
-    let Some((query, entry)) = pick(&catalog, &queries, &host)? else {
+    let Some((query, entry)) = pick_build(&catalog, &queries, &host)? else {
         return Err(Failure::new(
             exit::NO_MATCH,
             format!(

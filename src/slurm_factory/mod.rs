@@ -12,7 +12,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::spec::{Query, Version};
+use crate::buildcache::{BuildcacheError, Catalog, CatalogEntry};
+use crate::spec::{HostTargets, Query, Version};
 
 /// The defaults compiled into the binary.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -332,6 +333,27 @@ impl SlurmFactory {
     pub fn runtime_query(tc: &Toolchain) -> String {
         format!("gcc-runtime@{}", tc.gcc)
     }
+}
+
+/// The Slurm build `slurm install` takes from `catalog`: the best match of the first query (in
+/// the variant's order) that matches anything. Ok(None) when none does.
+pub fn pick_build<'c>(
+    catalog: &'c Catalog,
+    queries: &[String],
+    host: &HostTargets,
+) -> Result<Option<(String, &'c CatalogEntry)>, BuildcacheError> {
+    for q in queries {
+        let query = Query::parse(q).map_err(|e| BuildcacheError::Malformed {
+            what: format!("query `{q}`"),
+            reason: e.to_string(),
+        })?;
+        match catalog.best_match(&query, host) {
+            Ok(e) => return Ok(Some((q.clone(), e))),
+            Err(BuildcacheError::NoMatch { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
 }
 
 /// Merge the user's table into the defaults: a key replaces the default's, except `variants`,

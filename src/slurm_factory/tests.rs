@@ -257,3 +257,75 @@ fn bad_overrides_are_reported_with_their_origin() {
     assert!(err("toolchain = [{ gcc = '13.4.0' }]").contains("glibc"));
     assert!(err("toolchain = [{ gcc = '13.4.0', glibc = '2.39', os = 'x' }]").contains("os"));
 }
+
+/// A catalog over one (never read) directory mirror holding `specs`.
+fn catalog_of(dir: &std::path::Path, name: &str, specs: Vec<Spec>) -> Catalog {
+    let store = crate::store::Store::open(
+        dir.to_str().unwrap(),
+        &crate::store::StoreOptions::default(),
+    )
+    .unwrap();
+    let m = crate::buildcache::Mirror::new(name, store, true);
+    let entries = specs
+        .into_iter()
+        .map(|spec| CatalogEntry {
+            spec,
+            in_buildcache: true,
+            mirror: 0,
+            layout: crate::buildcache::Layout::V3,
+        })
+        .collect();
+    Catalog::from_entries(vec![m], entries)
+}
+
+/// A Slurm Factory-shaped Slurm node; `gpu` sets `+nvml +rsmi`.
+fn slurm_spec(version: &str, gpu: bool, hash: char) -> Spec {
+    let nvml = gpu;
+    let node = serde_json::json!({
+        "name": "slurm", "version": version,
+        "arch": {"platform": "linux", "platform_os": "ubuntu24.04", "target": "x86_64"},
+        "compiler": {"name": "gcc", "version": "13.4.0"},
+        "namespace": "slurm_factory", "parameters": {"nvml": nvml, "rsmi": nvml, "pmix": false},
+        "hash": hash.to_string().repeat(32),
+    });
+    Spec::from_node(&node, 4).unwrap()
+}
+
+#[test]
+fn merged_catalogs_keep_mirror_order_and_the_pick_follows_the_variant_order() {
+    let f = defaults();
+    let s = f.slurm_release(Some("25.11")).unwrap();
+    let t = f.toolchain(Some("13.4.0")).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let gpu_cache = catalog_of(d.path(), "gpu", vec![slurm_spec("25-11-6-1", true, 'g')]);
+    let cpu_cache = catalog_of(d.path(), "cpu", vec![slurm_spec("25-11-6-1", false, 'c')]);
+    let merged = Catalog::merge(&[&gpu_cache, &cpu_cache]);
+    assert_eq!(
+        merged
+            .mirrors
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>(),
+        ["gpu", "cpu"]
+    );
+    assert_eq!(merged.entries().len(), 2);
+    let host = HostTargets::detect();
+    // The default variant wants ~nvml: the CPU build, found in the second cache.
+    let (query, e) = pick_build(&merged, &f.slurm_queries(s, t, Variant::Default), &host)
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.spec.hash, "c".repeat(32));
+    assert_eq!(merged.mirrors[e.mirror].name, "cpu");
+    assert_eq!(query, "slurm@25.11 %gcc@13.4.0 ~nvml ~rsmi");
+    let (_, e) = pick_build(&merged, &f.slurm_queries(s, t, Variant::Gpu), &host)
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.spec.hash, "g".repeat(32));
+    // Nothing for another release: None, not an error.
+    let s24 = f.slurm_release(Some("24.11")).unwrap();
+    assert!(
+        pick_build(&merged, &f.slurm_queries(s24, t, Variant::Default), &host)
+            .unwrap()
+            .is_none()
+    );
+}
