@@ -666,9 +666,24 @@ fn broken_mirrors_fail_with_one_clear_line() {
     let out = home.run(&["list", "--mirror", &server.base_url()]);
     assert_eq!(code(&out), 1);
     assert!(one_line(&out).contains("not a Spack buildcache"));
+    assert!(one_line(&out).contains("HTTP 404 for"), "{}", stderr(&out));
     let out = home.run(&["list", "--mirror", empty.path().to_str().unwrap()]);
     assert_eq!(code(&out), 1);
     assert!(one_line(&out).contains("not a Spack buildcache"));
+    assert!(
+        one_line(&out).contains("holds none of v3/layout.json"),
+        "{}",
+        stderr(&out)
+    );
+    // A directory that does not exist says so (not "not a buildcache" alone).
+    let gone = empty.path().join("no-such-dir");
+    let out = home.run(&["list", "--mirror", gone.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        one_line(&out).contains(&format!("no such directory {}", gone.display())),
+        "{}",
+        stderr(&out)
+    );
     // Malformed index JSON (v2, no hash file).
     let bad = copy_cache("spack-v2");
     std::fs::remove_file(bad.path().join("build_cache/index.json.hash")).unwrap();

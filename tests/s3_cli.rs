@@ -473,3 +473,27 @@ fn bundle_imported_into_s3_installs() {
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains(&dest), "{}", stderr(&o));
 }
+
+#[test]
+fn a_missing_bucket_or_an_empty_prefix_is_named_as_such() {
+    let home = Home::trusting();
+    let b = bucket("empty");
+    let missing = format!("{b}-does-not-exist");
+    let out = run(
+        &home,
+        &["list", "--mirror", &format!("s3://{missing}/cache")],
+    );
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("no such bucket {missing}")),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&home, &["list", "--mirror", &format!("s3://{b}/cache")]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("bucket {b} has none of v3/layout.json")),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -446,6 +446,10 @@ pub(crate) async fn catalog_from_listing(src: &Mirror) -> Result<Catalog, Buildc
     if entries.is_empty() {
         return Err(BuildcacheError::NotABuildcache {
             mirror: src.url.clone(),
+            why: src
+                .store
+                .why_absent(&["v3/manifests/spec/", "build_cache/*.spec.json*"])
+                .await,
         });
     }
     Ok(Catalog::from_entries(vec![src.clone()], entries))

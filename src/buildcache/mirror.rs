@@ -234,6 +234,14 @@ impl Mirror {
             } else {
                 BuildcacheError::NotABuildcache {
                     mirror: self.url.clone(),
+                    why: self
+                        .store
+                        .why_absent(&[
+                            layout::V3_LAYOUT_JSON,
+                            layout::V3_INDEX_MANIFEST,
+                            layout::V2_INDEX,
+                        ])
+                        .await,
                 }
             });
         }

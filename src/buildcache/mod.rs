@@ -41,8 +41,8 @@ pub enum BuildcacheError {
         expected: String,
         actual: String,
     },
-    #[error("{mirror} is not a Spack buildcache (no v3/layout.json, no v3 index, no build_cache/index.json); point --mirror at the directory that holds `v3/` or `build_cache/`")]
-    NotABuildcache { mirror: String },
+    #[error("{mirror} is not a Spack buildcache: {why}; point --mirror at the directory that holds `v3/` or `build_cache/`")]
+    NotABuildcache { mirror: String, why: String },
     #[error(
         "{mirror} is a v3 buildcache without an index; run `spack buildcache update-index` on it"
     )]

@@ -172,7 +172,7 @@ pub async fn install(
     }
     if let Some(path) = args.write_lockfile {
         let text = serde_json::to_vec_pretty(&plan.lockfile(&catalog))?;
-        crate::install::root::write_atomic(path, &text)?;
+        crate::fs::write_atomic(path, &text)?;
     }
     let blob_cache = BlobCache::open(ctx.paths.blob_cache_dir())
         .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;

@@ -15,7 +15,8 @@ use serde::Serialize;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use super::root::{write_atomic, InstallRoot, RootError, STATE_DIR};
+use super::root::{InstallRoot, RootError, STATE_DIR};
+use crate::fs::write_atomic;
 
 /// The whole-cache lock file inside the blob cache directory.
 pub const CACHE_LOCK: &str = ".lock";

@@ -123,7 +123,7 @@ impl InstallRoot {
                     projection: p.as_str().to_string(),
                 })
                 .unwrap_or_default();
-                write_atomic(&settings_path, &bytes).map_err(io(&settings_path))?;
+                crate::fs::write_atomic(&settings_path, &bytes).map_err(io(&settings_path))?;
                 p
             }
             Err(e) => return Err(io(&settings_path)(e)),
@@ -237,11 +237,6 @@ pub fn existing_projection(dir: &Path) -> Result<Option<Projection>, RootError> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(&path)(e)),
     }
-}
-
-/// Write a small file atomically: temp file in the same directory, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    crate::fs::write_atomic(path, bytes)
 }
 
 /// Remove a tree even where the archive left directories without write permission.

@@ -19,8 +19,9 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use super::receipt::Receipt;
-use super::root::{make_writable_and_remove, write_atomic, InstallRoot, STATE_DIR};
+use super::root::{make_writable_and_remove, InstallRoot, STATE_DIR};
 use super::uninstall::display_name;
+use crate::fs::write_atomic;
 
 /// The record of what a view contains, at its top.
 pub const VIEW_MARKER: &str = ".sf-cache-view.json";

@@ -314,6 +314,54 @@ impl Store {
         }
     }
 
+    /// Why the store's root holds none of `probed` (object paths that were not found), in
+    /// words that say what to check: no such directory, the HTTP 404s, no such bucket.
+    pub async fn why_absent(&self, probed: &[&str]) -> String {
+        match self {
+            Store::File(s) => {
+                let root = s.root();
+                match std::fs::metadata(root) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        format!("no such directory {} (check the path)", root.display())
+                    }
+                    Err(e) => format!("cannot read {}: {e}", root.display()),
+                    Ok(md) if !md.is_dir() => {
+                        format!("{} is a file, not a directory", root.display())
+                    }
+                    Ok(_) => format!(
+                        "the directory {} holds none of {}",
+                        root.display(),
+                        probed.join(", ")
+                    ),
+                }
+            }
+            Store::Http(_) => {
+                format!(
+                    "HTTP 404 for {}/{{{}}} (check the URL)",
+                    self.display_url().trim_end_matches('/'),
+                    probed.join(", ")
+                )
+            }
+            Store::S3(s) => match s.bucket_exists().await {
+                Ok(false) => format!(
+                    "no such bucket {} (check the bucket name, the endpoint and the region)",
+                    s.bucket()
+                ),
+                Ok(true) => format!(
+                    "bucket {} has none of {} under {}",
+                    s.bucket(),
+                    probed.join(", "),
+                    if s.prefix().is_empty() {
+                        "its root".to_string()
+                    } else {
+                        format!("prefix {}/", s.prefix())
+                    }
+                ),
+                Err(e) => format!("cannot check bucket {}: {e}", s.bucket()),
+            },
+        }
+    }
+
     /// Whether the object exists.
     pub async fn exists(&self, rel: &str) -> Result<bool, StoreError> {
         Ok(self.head(rel).await?.is_some())

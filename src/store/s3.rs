@@ -418,6 +418,25 @@ impl S3Store {
         }
     }
 
+    /// Whether the bucket exists (`HeadBucket`: 404 or `NoSuchBucket` means no).
+    pub(crate) async fn bucket_exists(&self) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let url = format!("s3://{}", self.inner.bucket);
+        match client
+            .s3
+            .head_bucket()
+            .bucket(&self.inner.bucket)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => match self.map_err(&url, e, client.anonymous) {
+                StoreError::NotFound { .. } => Ok(false),
+                e => Err(e),
+            },
+        }
+    }
+
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let p = check_prefix(prefix)?;
         let base = &self.inner.prefix;
