@@ -875,7 +875,8 @@ fn hostile_archives_are_refused_and_nothing_escapes() {
             "--root",
             root.to_str().unwrap(),
         ]);
-        assert_eq!(code(&out), 1, "{name}: {}", stderr(&out));
+        // A hostile member is an integrity refusal, like a bad checksum: exit 3.
+        assert_eq!(code(&out), 3, "{name}: {}", stderr(&out));
         assert!(stderr(&out).contains("greet"), "{name}: {}", stderr(&out));
         assert!(
             !stderr(&out).contains("install root too long"),

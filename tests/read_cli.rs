@@ -802,6 +802,14 @@ fn keys_add_list_remove_and_trust_mirror() {
     assert_eq!(code(&out), 3);
     let out = home.run(&["keys", "remove", &fpr]);
     assert_eq!(code(&out), 1);
+    // A malformed fingerprint is a usage error (exit 2), named in one line.
+    let out = home.run(&["keys", "remove", "DEADBEEF"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid key fingerprint \"DEADBEEF\""),
+        "{}",
+        stderr(&out)
+    );
 
     // A pin in the config makes the mirror's published key trusted.
     std::fs::write(

@@ -114,9 +114,14 @@ macro_rules! failure_from {
 failure_from!(
     crate::config::ConfigError,
     crate::store::StoreError,
-    crate::trust::TrustError,
     serde_json::Error
 );
+
+impl From<crate::trust::TrustError> for Failure {
+    fn from(e: crate::trust::TrustError) -> Failure {
+        Failure::new(exit::code(e.kind()), e.to_string())
+    }
+}
 
 pub type CmdResult = Result<(), Failure>;
 

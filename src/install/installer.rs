@@ -71,6 +71,7 @@ impl InstallError {
         match self {
             InstallError::Fetch(FetchError::DigestMismatch { .. })
             | InstallError::Fetch(FetchError::SizeMismatch { .. }) => ErrorKind::Verification,
+            InstallError::Unpack { source, .. } => source.kind(),
             _ => ErrorKind::Failure,
         }
     }

@@ -96,6 +96,16 @@ pub enum TrustError {
     },
 }
 
+impl TrustError {
+    /// What sort of failure this is: a malformed fingerprint argument is a usage error.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            TrustError::InvalidFingerprint(_) => crate::error::ErrorKind::Usage,
+            _ => crate::error::ErrorKind::Failure,
+        }
+    }
+}
+
 /// Result type of this module.
 pub type Result<T, E = TrustError> = std::result::Result<T, E>;
 

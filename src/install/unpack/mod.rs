@@ -165,6 +165,27 @@ pub enum UnpackError {
     BuildInfo(#[from] BuildInfoError),
 }
 
+impl UnpackError {
+    /// What sort of failure this is: a hostile member (absolute or escaping name, a link out of
+    /// the prefix, a device, setuid bits, a duplicate) is a verification failure, like a bad
+    /// checksum; an unreadable or unsupported archive and local I/O are plain failures.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            UnpackError::AbsoluteName { .. }
+            | UnpackError::EscapesPrefix { .. }
+            | UnpackError::OutsidePrefix { .. }
+            | UnpackError::BadName { .. }
+            | UnpackError::UnsupportedType { .. }
+            | UnpackError::Setuid { .. }
+            | UnpackError::ThroughLink { .. }
+            | UnpackError::BadHardlink { .. }
+            | UnpackError::Duplicate { .. } => ErrorKind::Verification,
+            _ => ErrorKind::Failure,
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> UnpackError + '_ {
     move |source| UnpackError::Io {
         path: path.to_path_buf(),
