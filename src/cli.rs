@@ -52,6 +52,15 @@ pub struct GlobalArgs {
     /// default: $SF_CACHE_S3_ENDPOINT, `[network] s3_endpoint`, $S3_ENDPOINT_URL, then AWS's own.
     #[arg(long, global = true, value_name = "URL")]
     pub s3_endpoint: Option<String>,
+    /// Seconds a server may stay silent (while connecting, and between two reads) before a
+    /// request is abandoned; default `[network] read_timeout`, else 60 (connect: 15).
+    /// A silent server fails a request after at most (retries + 1) × this.
+    #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+    /// Retries of a request that failed on the network, timed out or got HTTP 5xx/429;
+    /// default `[network] retries`, else 3.
+    #[arg(long, global = true, value_name = "N")]
+    pub retries: Option<u32>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -844,3 +844,37 @@ fn version_completions_and_man_page() {
     let out = home.run(&["man"]);
     assert!(out.status.success() && stdout(&out).contains(".TH"));
 }
+
+#[test]
+fn a_silent_server_is_given_up_on_after_timeout_and_retries() {
+    // A server that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(c);
+        }
+    });
+    let home = Home::new();
+    let url = format!("http://{addr}/cache");
+    let out = home.run(&["--timeout", "1", "--retries", "1", "list", "--mirror", &url]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("timed out"), "{err}");
+    assert!(errors[0].contains("--timeout"), "{err}");
+    // One retry: two attempts at the index, no more.
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "{err}"
+    );
+    // Bad values are usage errors.
+    let out = home.run(&["--timeout", "0", "list", "--mirror", &url]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}

@@ -190,9 +190,11 @@ pub async fn install(
         total,
     ));
     let jobs = args.jobs.or(ctx.config.install.jobs).unwrap_or(8).max(1);
+    let defaults = FetchOptions::default();
     let fetcher = Fetcher::new(blob_cache, jobs, progress.clone()).with_options(FetchOptions {
         offline: args.offline,
-        ..FetchOptions::default()
+        retries: ctx.retries().unwrap_or(defaults.retries),
+        ..defaults
     });
     let done = flow::execute(
         &prepared,

@@ -190,9 +190,22 @@ impl Context {
         if let Some(r) = self.config.network.retries {
             opts.retries = r;
         }
+        if let Some(s) = self.global.timeout {
+            let t = std::time::Duration::from_secs(s);
+            opts.read_timeout = t;
+            opts.connect_timeout = opts.connect_timeout.min(t);
+        }
+        if let Some(r) = self.global.retries {
+            opts.retries = r;
+        }
         opts.s3_endpoint = self.s3_endpoint();
         opts.s3_path_style = self.config.network.s3_path_style;
         opts
+    }
+
+    /// Retries of a failed request: `--retries`, else `[network] retries`.
+    pub fn retries(&self) -> Option<u32> {
+        self.global.retries.or(self.config.network.retries)
     }
 
     /// The S3 endpoint: `--s3-endpoint`, else `$SF_CACHE_S3_ENDPOINT` (read by the store, so

@@ -43,7 +43,7 @@ pub enum StoreError {
     #[error("{url}: network error: {reason} (check the network, proxy and CA settings)")]
     Network { url: String, reason: String },
     /// Connect or read timeout.
-    #[error("{url}: timed out (the server is slow or unreachable; raise the timeout or retry)")]
+    #[error("{url}: timed out (the server is slow or unreachable; raise --timeout or `[network] read_timeout`, or retry later)")]
     Timeout { url: String },
     /// Local file system error.
     #[error("{}: {source} (check the path and its permissions)", path.display())]
