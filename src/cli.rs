@@ -175,6 +175,11 @@ pub struct InstallArgs {
     pub build_on_miss: bool,
     #[command(flatten)]
     pub build: BuildFlags,
+    // --- Spack sites (issue 14) ---
+    /// Install exactly the roots of a Spack environment lockfile (`spack.lock`, versions 5–6)
+    /// and their link/run closures, by hash: no query resolution.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["lockfile", "query"])]
+    pub spack_lock: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -78,6 +78,8 @@ pub struct InstallRequest<'a> {
     pub allow_setuid: bool,
     pub build_on_miss: bool,
     pub build: &'a BuildFlags,
+    /// A Spack environment lockfile whose roots are installed by exact hash.
+    pub spack_lock: Option<&'a Path>,
 }
 
 impl<'a> From<&'a InstallArgs> for InstallRequest<'a> {
@@ -96,6 +98,7 @@ impl<'a> From<&'a InstallArgs> for InstallRequest<'a> {
             allow_setuid: a.allow_setuid,
             build_on_miss: a.build_on_miss,
             build: &a.build,
+            spack_lock: a.spack_lock.as_deref(),
         }
     }
 }
@@ -110,9 +113,13 @@ pub async fn install(
     catalog: Option<crate::buildcache::Catalog>,
 ) -> Result<Option<Installed>, Failure> {
     let lock = args.lockfile.map(read_lockfile).transpose()?;
-    if args.queries.is_empty() && lock.is_none() {
+    let spack_lock = args
+        .spack_lock
+        .map(|p| super::spack_lock::read(p).map(|l| (p, l)))
+        .transpose()?;
+    if args.queries.is_empty() && lock.is_none() && spack_lock.is_none() {
         return Err(Failure::usage(
-            "nothing to install: give a query (e.g. `greet@2.1`) or --lockfile FILE",
+            "nothing to install: give a query (e.g. `greet@2.1`), --lockfile FILE or --spack-lock FILE",
         ));
     }
     let prepared = flow::prepare(&flow::Target {
@@ -146,6 +153,24 @@ pub async fn install(
             roots.push(hash);
         }
     }
+    if let Some((path, sl)) = &spack_lock {
+        let build_on_miss = args.build_on_miss && !args.dry_run;
+        for hash in super::spack_lock::roots(
+            ctx,
+            path,
+            sl,
+            &mut catalog,
+            args.mirrors,
+            build_on_miss,
+            args.build,
+        )
+        .await?
+        {
+            if !roots.contains(&hash) {
+                roots.push(hash);
+            }
+        }
+    }
     if let Some(lock) = &lock {
         for p in lock.packages.iter().filter(|p| p.explicit) {
             if !roots.contains(&p.hash) {
@@ -156,6 +181,9 @@ pub async fn install(
     // After a build on a miss: its local signing key is trusted now.
     let trust = ctx.trust()?;
     let plan = Plan::build(&catalog, &trust, root_dir, projection, &roots).await?;
+    if let Some((path, sl)) = &spack_lock {
+        super::spack_lock::check_plan(path, sl, &plan)?;
+    }
     if let Some(lock) = &lock {
         let fresh = plan.lockfile(&catalog);
         check_against_lockfile(lock, &fresh).map_err(|e| {

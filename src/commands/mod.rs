@@ -16,6 +16,8 @@ pub mod roots;
 pub mod show;
 pub mod slurm;
 pub mod source_build;
+// Spack sites (issue 14)
+pub mod spack_lock;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -490,6 +490,7 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
         mirrors: catalog.mirrors.iter().map(|m| m.url.clone()).collect(),
     };
     let request = InstallRequest {
+        spack_lock: None,
         queries: install_queries,
         mirrors: &install_mirrors,
         root: &args.root,

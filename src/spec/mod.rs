@@ -15,6 +15,7 @@
 pub mod dag_hash;
 mod node;
 pub mod query;
+pub mod spack_lock;
 mod specfile;
 pub mod target;
 pub mod version;
