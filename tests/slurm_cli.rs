@@ -463,7 +463,7 @@ fn version_and_variant_errors_are_usage_errors_listing_the_valid_ones() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert_eq!(
         stderr(&o).trim(),
-        "error: unknown Slurm version `22.05`: valid versions are 25.11, 24.11, 23.11, 23.02"
+        "error: unknown Slurm version `22.05`: valid versions are 26.05, 25.11, 24.11, 23.11, 23.02"
     );
     let o = run(&["--compiler-version", "13.3.0"]);
     assert_eq!(code(&o), 2);

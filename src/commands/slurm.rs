@@ -16,7 +16,7 @@ use crate::cli::{MirrorArgs, SlurmCommand, SlurmInstallArgs, SlurmListArgs};
 use crate::install::installer::InstallReport;
 use crate::modules::{write_modules, ModuleOptions, WrittenModule};
 use crate::slurm_factory::{
-    glibc, pick_build, CacheUrl, FactoryError, SlurmFactory, SlurmRelease, Toolchain, Variant,
+    glibc, os, pick_build, CacheUrl, FactoryError, SlurmFactory, SlurmRelease, Toolchain, Variant,
     BASE_ENV,
 };
 use crate::spec::{HostTargets, Query, VariantReq};
@@ -378,6 +378,39 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
         Failure::usage("--gpu and --minimal exclude each other: give one of them, or neither for the default build")
     })?;
     let s = f.slurm_release(args.slurm_version.as_deref())?;
+    let base = base_url(&f, args.base.base.as_deref());
+    if let Some(name) = &args.toolchain {
+        let os_tc = f.os_toolchain(Some(name))?;
+        if let Some(host) = glibc::host_glibc() {
+            if let Some(refusal) = os::refuse(&host, os_tc, &f.os_toolchains) {
+                if !args.force {
+                    return Err(Failure::usage(refusal));
+                }
+                warn!("{refusal}");
+            }
+        }
+        let owned = Toolchain {
+            gcc: os_tc.gcc.clone(),
+            glibc: os_tc.glibc.clone(),
+            distros: vec![],
+            note: Some(os_tc.name.clone()),
+        };
+        // The schemes in order: the first whose caches answer serves the cell.
+        let mut tried = Vec::new();
+        for scheme in &f.schemes {
+            let caches = f.scheme_urls(scheme, &base, s, os_tc, variant);
+            let probes = probe_all(ctx, caches, 4).await;
+            if probes.iter().any(|p| p.result.is_ok()) {
+                info!(
+                    "Slurm Factory: toolchain {} served by scheme {}",
+                    os_tc.name, scheme.name
+                );
+                return install_from(ctx, args, &f, s, &owned, variant, &base, probes).await;
+            }
+            tried.extend(probes);
+        }
+        return install_from(ctx, args, &f, s, &owned, variant, &base, tried).await;
+    }
     let t = f.toolchain(args.compiler_version.as_deref())?;
     match glibc::host_glibc() {
         Some(host) => {
@@ -390,9 +423,23 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
             t.describe()
         ),
     }
-    let base = base_url(&f, args.base.base.as_deref());
     let caches = f.cache_urls(&base, s, t, variant);
     let probes = probe_all(ctx, caches, 4).await;
+    install_from(ctx, args, &f, s, t, variant, &base, probes).await
+}
+
+/// The install once the caches of the cell are probed.
+#[allow(clippy::too_many_arguments)]
+async fn install_from(
+    ctx: &Context,
+    args: &SlurmInstallArgs,
+    f: &SlurmFactory,
+    s: &SlurmRelease,
+    t: &Toolchain,
+    variant: Variant,
+    base: &str,
+    probes: Vec<Probe>,
+) -> CmdResult {
     for p in &probes {
         if let Err(e) = &p.result {
             warn!(
