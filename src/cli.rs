@@ -351,6 +351,10 @@ pub struct SlurmListArgs {
     /// Only this GCC toolchain (e.g. 13.4.0; default: all of the matrix).
     #[arg(long, value_name = "VERSION")]
     pub compiler_version: Option<String>,
+    /// This OS toolchain (noble, rockylinux9, …): each cell probes the URL schemes in order and
+    /// shows which one answered.
+    #[arg(long, value_name = "NAME", conflicts_with = "compiler_version")]
+    pub toolchain: Option<String>,
     #[command(flatten)]
     pub base: SlurmBaseArgs,
     /// Caches read at once (default: 4).

@@ -851,6 +851,58 @@ fn toolchain_probes_the_three_schemes_and_refuses_a_too_new_glibc() {
             None => assert_eq!(r["caches"].as_array().unwrap().len(), 1, "{r:#}"),
         }
     }
+    // `slurm list --toolchain` shows which scheme answered each cell.
+    for (base, scheme) in [
+        (&scheme1, "toolchain"),
+        (&scheme2, "toolchain-split"),
+        (&scheme3, "legacy"),
+    ] {
+        let o = home.run(&[
+            "--config",
+            s(&config),
+            "slurm",
+            "list",
+            "--json",
+            "--toolchain",
+            "noble",
+            "--base",
+            s(base),
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let cells = json(&o);
+        let slurms: Vec<&str> = cells
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["slurm"].as_str().unwrap())
+            .collect();
+        assert_eq!(slurms, ["26.05", "25.11", "24.11", "23.11"], "{cells:#}");
+        let c = cell(&cells, "25.11", "13.4.0");
+        assert_eq!(c["toolchain"], "noble", "{c:#}");
+        assert_eq!(c["scheme"], scheme, "{c:#}");
+        assert_eq!(c["variants"]["default"]["status"], "available", "{c:#}");
+        assert_eq!(
+            c["variants"]["default"]["hash"],
+            pkgs["slurm-cpu"].hash.as_str()
+        );
+        let o = home.run(&[
+            "--config",
+            s(&config),
+            "slurm",
+            "list",
+            "--toolchain",
+            "noble",
+            "--slurm-version",
+            "25.11",
+            "--base",
+            s(base),
+        ]);
+        assert!(
+            stdout(&o).contains(&format!("scheme {scheme}")),
+            "{}",
+            stdout(&o)
+        );
+    }
     // A host older than the toolchain's glibc: refused, naming the toolchains that fit.
     let o = install(&scheme1, "r4", "2.30", &[]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
