@@ -171,6 +171,12 @@ fn fragments_against_upstream_shaped_specs() {
     assert_eq!(first_match(&seed_full, Variant::Minimal), None);
     let seed_min = spec(&[("nvml", false), ("rsmi", false), ("pmix", false)]);
     assert_eq!(first_match(&seed_min, Variant::Minimal), Some(0));
+    // The recipes are `slurm_factory.slurm`: a query with the namespace matches too, another
+    // namespace does not.
+    let with_ns = Query::parse("slurm_factory.slurm@25.11 %gcc@13.4.0").unwrap();
+    assert!(with_ns.matches(&recent, &none));
+    let builtin = Query::parse("builtin.slurm@25.11").unwrap();
+    assert!(!builtin.matches(&recent, &none));
     // Another release or toolchain does not match.
     let mut other = recent.clone();
     other.version = "24-11-6-1".into();
