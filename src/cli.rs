@@ -365,6 +365,10 @@ pub struct SlurmListArgs {
     /// Only this GCC toolchain (e.g. 13.4.0; default: all of the matrix).
     #[arg(long, value_name = "VERSION")]
     pub compiler_version: Option<String>,
+    /// This OS toolchain (noble, rockylinux9, …): each cell probes the URL schemes in order and
+    /// shows which one answered.
+    #[arg(long, value_name = "NAME", conflicts_with = "compiler_version")]
+    pub toolchain: Option<String>,
     #[command(flatten)]
     pub base: SlurmBaseArgs,
     /// Caches read at once (default: 4).
@@ -381,6 +385,13 @@ pub struct SlurmInstallArgs {
     /// `[slurm_factory] default_compiler_version`).
     #[arg(long, value_name = "VERSION")]
     pub compiler_version: Option<String>,
+    /// OS toolchain of the current caches (rockylinux8|9|10, jammy, noble, resolute): probes the
+    /// toolchain URL schemes in order ([slurm_factory] scheme). Excludes --compiler-version.
+    #[arg(long, value_name = "NAME", conflicts_with = "compiler_version")]
+    pub toolchain: Option<String>,
+    /// Install a toolchain whose glibc is newer than the host's.
+    #[arg(long)]
+    pub force: bool,
     /// The GPU build (NVML and ROCm SMI support).
     #[arg(long, conflicts_with = "minimal")]
     pub gpu: bool,

@@ -142,7 +142,7 @@ fn list_shows_what_each_cell_offers() {
         ],
     );
     let cells = json(&o);
-    assert_eq!(cells.as_array().unwrap().len(), 4, "{cells:#}");
+    assert_eq!(cells.as_array().unwrap().len(), 5, "{cells:#}");
     let c = cell(&cells, "25.11", "13.4.0");
     assert_eq!(c["available"], true);
     assert_eq!(c["glibc"], "2.39");
@@ -463,7 +463,7 @@ fn version_and_variant_errors_are_usage_errors_listing_the_valid_ones() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert_eq!(
         stderr(&o).trim(),
-        "error: unknown Slurm version `22.05`: valid versions are 25.11, 24.11, 23.11, 23.02"
+        "error: unknown Slurm version `22.05`: valid versions are 26.05, 25.11, 24.11, 23.11, 23.02"
     );
     let o = run(&["--compiler-version", "13.3.0"]);
     assert_eq!(code(&o), 2);
@@ -774,4 +774,160 @@ fn install_offline_reads_only_what_an_online_run_cached() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(json(&o)["slurm_hash"], pkgs["slurm-cpu"].hash.as_str());
     assert_eq!(server.total_requests(), before, "offline made requests");
+}
+
+/// `--toolchain` probes the three URL schemes in order: a base laid out in each is served by its
+/// scheme; a toolchain newer than the host's glibc is refused unless `--force`.
+#[test]
+fn toolchain_probes_the_three_schemes_and_refuses_a_too_new_glibc() {
+    let home = Home::trusting();
+    let t = tempfile::tempdir().unwrap();
+    let pkgs = store(t.path());
+    let p = |k: &str| pkgs[k].prefix.clone();
+    // The store's builds are GCC 13.4.0: a `noble` toolchain of that GCC, from the config.
+    let config = t.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[slurm_factory]\nos_toolchain = [{ name = \"rockylinux8\", gcc = \"8.5.0\", glibc = \"2.28\" }, { name = \"noble\", gcc = \"13.4.0\", glibc = \"2.39\" }]\n",
+    )
+    .unwrap();
+    let scheme1 = t.path().join("scheme1");
+    publish_without(
+        &home,
+        &scheme1.join("noble/spack"),
+        &[&p("slurm-cpu"), &p("runtime")],
+        &[],
+    );
+    let scheme2 = t.path().join("scheme2");
+    publish_without(
+        &home,
+        &scheme2.join("noble/slurm/25.11"),
+        &[&p("slurm-cpu")],
+        &["gcc-runtime"],
+    );
+    publish(&home, &scheme2.join("noble/slurm/deps"), &[&p("runtime")]);
+    let scheme3 = default_caches(&home, t.path(), &pkgs);
+    let install = |base: &Path, root: &str, glibc: &str, extra: &[&str]| {
+        let mut c = home.cmd();
+        c.env("SF_CACHE_HOST_GLIBC", glibc).args([
+            "--config",
+            s(&config),
+            "slurm",
+            "install",
+            "--json",
+            "--toolchain",
+            "noble",
+            "--root",
+            s(&t.path().join(root)),
+            "--base",
+            s(base),
+        ]);
+        c.args(extra);
+        c.output().unwrap()
+    };
+    for (base, root, first, second) in [
+        (&scheme1, "r1", "noble/spack", None),
+        (
+            &scheme2,
+            "r2",
+            "noble/slurm/25.11",
+            Some("noble/slurm/deps"),
+        ),
+        (
+            &scheme3,
+            "r3",
+            "slurm/25.11/13.4.0",
+            Some("compilers/13.4.0"),
+        ),
+    ] {
+        let o = install(base, root, "2.39", &[]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let r = json(&o);
+        assert_eq!(r["slurm_hash"], pkgs["slurm-cpu"].hash.as_str(), "{r:#}");
+        assert_eq!(r["caches"][0]["name"], first, "{r:#}");
+        assert_eq!(r["caches"][0]["available"], true, "{r:#}");
+        match second {
+            Some(n) => assert_eq!(r["caches"][1]["name"], n, "{r:#}"),
+            None => assert_eq!(r["caches"].as_array().unwrap().len(), 1, "{r:#}"),
+        }
+    }
+    // `slurm list --toolchain` shows which scheme answered each cell.
+    for (base, scheme) in [
+        (&scheme1, "toolchain"),
+        (&scheme2, "toolchain-split"),
+        (&scheme3, "legacy"),
+    ] {
+        let o = home.run(&[
+            "--config",
+            s(&config),
+            "slurm",
+            "list",
+            "--json",
+            "--toolchain",
+            "noble",
+            "--base",
+            s(base),
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let cells = json(&o);
+        let slurms: Vec<&str> = cells
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["slurm"].as_str().unwrap())
+            .collect();
+        assert_eq!(slurms, ["26.05", "25.11", "24.11", "23.11"], "{cells:#}");
+        let c = cell(&cells, "25.11", "13.4.0");
+        assert_eq!(c["toolchain"], "noble", "{c:#}");
+        assert_eq!(c["scheme"], scheme, "{c:#}");
+        assert_eq!(c["variants"]["default"]["status"], "available", "{c:#}");
+        assert_eq!(
+            c["variants"]["default"]["hash"],
+            pkgs["slurm-cpu"].hash.as_str()
+        );
+        let o = home.run(&[
+            "--config",
+            s(&config),
+            "slurm",
+            "list",
+            "--toolchain",
+            "noble",
+            "--slurm-version",
+            "25.11",
+            "--base",
+            s(base),
+        ]);
+        assert!(
+            stdout(&o).contains(&format!("scheme {scheme}")),
+            "{}",
+            stdout(&o)
+        );
+    }
+    // A host older than the toolchain's glibc: refused, naming the toolchains that fit.
+    let o = install(&scheme1, "r4", "2.30", &[]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: toolchain noble needs glibc 2.39 but this host has glibc 2.30; toolchains that fit: --toolchain rockylinux8 (or --force to install anyway)"
+    );
+    assert!(!t.path().join("r4").exists());
+    let o = install(&scheme1, "r4", "2.30", &["--force"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("needs glibc 2.39"), "{}", stderr(&o));
+    // An unknown toolchain: a usage error listing the valid ones.
+    let o = home.run(&[
+        "slurm",
+        "install",
+        "--toolchain",
+        "bookworm",
+        "--root",
+        s(&t.path().join("r5")),
+        "--base",
+        s(&scheme1),
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: unknown toolchain `bookworm`: valid toolchains are rockylinux8, rockylinux9, rockylinux10, jammy, noble, resolute"
+    );
 }

@@ -16,8 +16,8 @@ use crate::cli::{MirrorArgs, SlurmCommand, SlurmInstallArgs, SlurmListArgs};
 use crate::install::installer::InstallReport;
 use crate::modules::{write_modules, ModuleOptions, WrittenModule};
 use crate::slurm_factory::{
-    glibc, pick_build, CacheUrl, FactoryError, SlurmFactory, SlurmRelease, Toolchain, Variant,
-    BASE_ENV,
+    glibc, os, pick_build, CacheUrl, FactoryError, OsToolchain, Scheme, SlurmFactory, SlurmRelease,
+    Toolchain, Variant, BASE_ENV,
 };
 use crate::spec::{HostTargets, Query, VariantReq};
 
@@ -147,6 +147,12 @@ struct SlurmBuild {
 
 #[derive(Debug, Serialize)]
 struct Cell {
+    /// The OS toolchain (`slurm list --toolchain`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    toolchain: Option<String>,
+    /// The URL scheme that answered (`slurm list --toolchain`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheme: Option<String>,
     slurm: String,
     compiler: String,
     glibc: String,
@@ -165,21 +171,45 @@ struct Cell {
 async fn list(ctx: &Context, args: &SlurmListArgs) -> CmdResult {
     let f = factory(ctx)?;
     let base = base_url(&f, args.base.base.as_deref());
+    let os_tc: Option<&OsToolchain> = args
+        .toolchain
+        .as_deref()
+        .map(|n| f.os_toolchain(Some(n)))
+        .transpose()?;
     let slurms: Vec<&SlurmRelease> = match &args.slurm_version {
         Some(v) => vec![f.slurm_release(Some(v))?],
-        None => f.slurm.iter().collect(),
+        // The OS-toolchain caches do not publish the legacy-only releases.
+        None => f
+            .slurm
+            .iter()
+            .filter(|s| os_tc.is_none() || !s.legacy_only)
+            .collect(),
     };
-    let toolchains: Vec<&Toolchain> = match &args.compiler_version {
-        Some(v) => vec![f.toolchain(Some(v))?],
-        None => f.toolchains.iter().collect(),
+    let os_owned: Vec<Toolchain> = os_tc.iter().map(|o| as_gcc_toolchain(o)).collect();
+    let toolchains: Vec<&Toolchain> = match (&args.compiler_version, os_owned.first()) {
+        (_, Some(t)) => vec![t],
+        (Some(v), None) => vec![f.toolchain(Some(v))?],
+        (None, None) => f.toolchains.iter().collect(),
     };
+    // Without --toolchain one (legacy) scheme; with it, every scheme, probed in order.
+    let schemes: Vec<Option<&Scheme>> = match os_tc {
+        Some(_) => f.schemes.iter().map(Some).collect(),
+        None => vec![None],
+    };
+    let urls_of =
+        |s: &SlurmRelease, t: &Toolchain, v: Variant, sc: Option<&Scheme>| match (sc, os_tc) {
+            (Some(sc), Some(o)) => f.scheme_urls(sc, &base, s, o, v),
+            _ => f.cache_urls(&base, s, t, v),
+        };
     let mut all: Vec<CacheUrl> = Vec::new();
     for s in &slurms {
         for t in &toolchains {
-            for v in Variant::ALL {
-                for c in f.cache_urls(&base, s, t, v) {
-                    if !all.iter().any(|a| a.url == c.url) {
-                        all.push(c);
+            for sc in &schemes {
+                for v in Variant::ALL {
+                    for c in urls_of(s, t, v, *sc) {
+                        if !all.iter().any(|a| a.url == c.url) {
+                            all.push(c);
+                        }
                     }
                 }
             }
@@ -187,6 +217,20 @@ async fn list(ctx: &Context, args: &SlurmListArgs) -> CmdResult {
     }
     let probes = probe_all(ctx, all, args.jobs.unwrap_or(4)).await;
     let by_url = |url: &str| probes.iter().find(|p| p.cache.url == url);
+    // The scheme of a cell: the first whose caches answer (else the first).
+    let scheme_of = |s: &SlurmRelease, t: &Toolchain| -> Option<&Scheme> {
+        schemes
+            .iter()
+            .copied()
+            .find(|sc| {
+                Variant::ALL.iter().any(|v| {
+                    urls_of(s, t, *v, *sc)
+                        .iter()
+                        .any(|c| by_url(&c.url).is_some_and(|p| p.result.is_ok()))
+                })
+            })
+            .unwrap_or(schemes[0])
+    };
     let host = HostTargets::detect();
     // The variant names the fragments ask about (nvml, rsmi, pmix), to describe each build.
     let mut asked: Vec<String> = Vec::new();
@@ -209,8 +253,9 @@ async fn list(ctx: &Context, args: &SlurmListArgs) -> CmdResult {
             let mut variants = BTreeMap::new();
             let mut builds: Vec<SlurmBuild> = Vec::new();
             let mut runtime: Vec<String> = Vec::new();
+            let scheme = scheme_of(s, t);
             for v in Variant::ALL {
-                let urls = f.cache_urls(&base, s, t, v);
+                let urls = urls_of(s, t, v, scheme);
                 let probed: Vec<&Probe> = urls.iter().filter_map(|c| by_url(&c.url)).collect();
                 for p in &probed {
                     if !caches.iter().any(|c| c.url == p.cache.url) {
@@ -288,6 +333,8 @@ async fn list(ctx: &Context, args: &SlurmListArgs) -> CmdResult {
                 None
             };
             cells.push(Cell {
+                toolchain: os_tc.map(|o| o.name.clone()),
+                scheme: scheme.map(|sc| sc.name.clone()),
                 slurm: s.version.clone(),
                 compiler: t.gcc.clone(),
                 glibc: t.glibc.clone(),
@@ -339,6 +386,10 @@ async fn list(ctx: &Context, args: &SlurmListArgs) -> CmdResult {
                         .map(|e| format!("{} unavailable: {e}", k.name))
                 })
                 .collect();
+            let mut notes = notes;
+            if let Some(sc) = &c.scheme {
+                notes.insert(0, format!("scheme {sc}"));
+            }
             row.push(notes.join("; "));
             row
         })
@@ -378,6 +429,34 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
         Failure::usage("--gpu and --minimal exclude each other: give one of them, or neither for the default build")
     })?;
     let s = f.slurm_release(args.slurm_version.as_deref())?;
+    let base = base_url(&f, args.base.base.as_deref());
+    if let Some(name) = &args.toolchain {
+        let os_tc = f.os_toolchain(Some(name))?;
+        if let Some(host) = glibc::host_glibc() {
+            if let Some(refusal) = os::refuse(&host, os_tc, &f.os_toolchains) {
+                if !args.force {
+                    return Err(Failure::usage(refusal));
+                }
+                warn!("{refusal}");
+            }
+        }
+        let owned = as_gcc_toolchain(os_tc);
+        // The schemes in order: the first whose caches answer serves the cell.
+        let mut tried = Vec::new();
+        for scheme in &f.schemes {
+            let caches = f.scheme_urls(scheme, &base, s, os_tc, variant);
+            let probes = probe_all(ctx, caches, 4).await;
+            if probes.iter().any(|p| p.result.is_ok()) {
+                info!(
+                    "Slurm Factory: toolchain {} served by scheme {}",
+                    os_tc.name, scheme.name
+                );
+                return install_from(ctx, args, &f, s, &owned, variant, &base, probes).await;
+            }
+            tried.extend(probes);
+        }
+        return install_from(ctx, args, &f, s, &owned, variant, &base, tried).await;
+    }
     let t = f.toolchain(args.compiler_version.as_deref())?;
     match glibc::host_glibc() {
         Some(host) => {
@@ -390,9 +469,23 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
             t.describe()
         ),
     }
-    let base = base_url(&f, args.base.base.as_deref());
     let caches = f.cache_urls(&base, s, t, variant);
     let probes = probe_all(ctx, caches, 4).await;
+    install_from(ctx, args, &f, s, t, variant, &base, probes).await
+}
+
+/// The install once the caches of the cell are probed.
+#[allow(clippy::too_many_arguments)]
+async fn install_from(
+    ctx: &Context,
+    args: &SlurmInstallArgs,
+    f: &SlurmFactory,
+    s: &SlurmRelease,
+    t: &Toolchain,
+    variant: Variant,
+    base: &str,
+    probes: Vec<Probe>,
+) -> CmdResult {
     for p in &probes {
         if let Err(e) = &p.result {
             warn!(
@@ -562,6 +655,16 @@ fn report(ctx: &Context, out: SlurmInstallOutput<'_>, done: &Installed) -> CmdRe
         }
     }
     Ok(())
+}
+
+/// An OS toolchain as the GCC toolchain its builds are queried by.
+fn as_gcc_toolchain(o: &OsToolchain) -> Toolchain {
+    Toolchain {
+        gcc: o.gcc.clone(),
+        glibc: o.glibc.clone(),
+        distros: vec![],
+        note: Some(o.name.clone()),
+    }
 }
 
 /// A query made from the Slurm Factory matrix (checked when the matrix was loaded).

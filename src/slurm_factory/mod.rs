@@ -5,6 +5,7 @@
 //! Pure: no I/O except reading the host's glibc version ([`glibc::host_glibc`]).
 
 pub mod glibc;
+pub mod os;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,6 +15,7 @@ use thiserror::Error;
 
 use crate::buildcache::{BuildcacheError, Catalog, CatalogEntry};
 use crate::spec::{HostTargets, Query, Version};
+pub use os::OsToolchain;
 
 /// The defaults compiled into the binary.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -22,7 +24,7 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 pub const BASE_ENV: &str = "SF_CACHE_SLURM_FACTORY_BASE";
 
 /// The placeholders a URL template may use.
-pub const PLACEHOLDERS: &[&str] = &["base", "slurm", "gcc", "glibc", "variant"];
+pub const PLACEHOLDERS: &[&str] = &["base", "slurm", "gcc", "glibc", "variant", "toolchain"];
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum FactoryError {
@@ -30,6 +32,8 @@ pub enum FactoryError {
     UnknownSlurm { given: String, valid: String },
     #[error("unknown compiler version `{given}`: valid GCC toolchains are {valid}")]
     UnknownCompiler { given: String, valid: String },
+    #[error("unknown toolchain `{given}`: valid toolchains are {valid}")]
+    UnknownToolchain { given: String, valid: String },
     #[error("{origin}: {reason}; fix the `[slurm_factory]` table (keys: docs/slurm-factory.md)")]
     Invalid { origin: String, reason: String },
 }
@@ -79,6 +83,19 @@ pub struct SlurmRelease {
     pub version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Published in the legacy (GCC-keyed) scheme only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub legacy_only: bool,
+}
+
+/// One URL scheme: its name (shown by `slurm list`) and the caches of a cell, in mirror order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scheme {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub templates: Vec<String>,
 }
 
 /// One GCC toolchain of the matrix.
@@ -124,6 +141,12 @@ struct RawConfig {
     slurm: Vec<SlurmRelease>,
     toolchain: Vec<Toolchain>,
     variants: BTreeMap<String, OneOrMany>,
+    #[serde(default)]
+    scheme: Vec<Scheme>,
+    #[serde(default)]
+    os_toolchain: Vec<OsToolchain>,
+    #[serde(default)]
+    default_toolchain: Option<String>,
 }
 
 /// The Slurm Factory layer's data: defaults merged with the config's `[slurm_factory]` table,
@@ -138,6 +161,11 @@ pub struct SlurmFactory {
     pub toolchains: Vec<Toolchain>,
     /// Variant → query fragments, tried in order.
     pub variants: BTreeMap<Variant, Vec<String>>,
+    /// URL schemes, probed in this order per cell.
+    pub schemes: Vec<Scheme>,
+    /// OS toolchains of the current caches.
+    pub os_toolchains: Vec<OsToolchain>,
+    pub default_toolchain: String,
 }
 
 /// One cache of a cell: a name for messages and its URL (or path).
@@ -219,6 +247,28 @@ impl SlurmFactory {
         for t in &raw.url_templates {
             check_template(t).map_err(&invalid)?;
         }
+        for sc in &raw.scheme {
+            if sc.templates.is_empty() {
+                return Err(invalid(format!("scheme `{}` has no `templates`", sc.name)));
+            }
+            for t in &sc.templates {
+                check_template(t).map_err(|r| invalid(format!("scheme `{}`: {r}", sc.name)))?;
+            }
+        }
+        for t in &raw.os_toolchain {
+            for v in [&t.gcc, &t.glibc] {
+                Version::parse(v)
+                    .map_err(|e| invalid(format!("os_toolchain `{}`: `{v}`: {e}", t.name)))?;
+            }
+        }
+        let default_toolchain = raw.default_toolchain.unwrap_or_default();
+        if !raw.os_toolchain.is_empty()
+            && !raw.os_toolchain.iter().any(|t| t.name == default_toolchain)
+        {
+            return Err(invalid(format!(
+                "default_toolchain `{default_toolchain}` is not an `os_toolchain` name"
+            )));
+        }
         if raw.slurm.is_empty() || raw.toolchain.is_empty() {
             return Err(invalid(
                 "the matrix needs at least one `slurm` and one `toolchain`".into(),
@@ -242,6 +292,9 @@ impl SlurmFactory {
             slurm: raw.slurm,
             toolchains: raw.toolchain,
             variants,
+            schemes: raw.scheme,
+            os_toolchains: raw.os_toolchain,
+            default_toolchain,
         };
         f.slurm_release(Some(&f.default_slurm_version))
             .map_err(|e| invalid(format!("default_slurm_version: {e}")))?;
@@ -278,6 +331,83 @@ impl SlurmFactory {
                     .join(", "),
             }
         })
+    }
+
+    /// The OS toolchain named `given`, else the default.
+    pub fn os_toolchain(&self, given: Option<&str>) -> Result<&OsToolchain, FactoryError> {
+        let given = given.unwrap_or(&self.default_toolchain).trim();
+        self.os_toolchains
+            .iter()
+            .find(|t| t.name == given)
+            .ok_or_else(|| FactoryError::UnknownToolchain {
+                given: given.to_string(),
+                valid: self.os_toolchain_names().join(", "),
+            })
+    }
+
+    pub fn os_toolchain_names(&self) -> Vec<&str> {
+        self.os_toolchains.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    /// The host's toolchain from an os-release text: the toolchain, or the default with a note
+    /// saying why.
+    pub fn host_toolchain(&self, os_release: Option<&str>) -> (&OsToolchain, Option<String>) {
+        let fallback = |why: String| {
+            let t = self.os_toolchain(None).ok().or(self.os_toolchains.first());
+            (t, Some(why))
+        };
+        let (t, note) = match os_release.map(|r| os::detect(r, &self.os_toolchain_names())) {
+            Some(os::Detected::Known(n)) => (self.os_toolchain(Some(&n)).ok(), None),
+            Some(os::Detected::Unknown(what)) => fallback(format!(
+                "no Slurm Factory toolchain for {what}: using {} (choose with --toolchain)",
+                self.default_toolchain
+            )),
+            None => fallback(format!(
+                "no os-release to read: using toolchain {} (choose with --toolchain)",
+                self.default_toolchain
+            )),
+        };
+        // load() checked the default names a toolchain; an empty table has no host toolchain.
+        match t {
+            Some(t) => (t, note),
+            None => (&self.os_toolchains[0], note),
+        }
+    }
+
+    /// The caches of one OS-toolchain cell in `scheme`, in mirror order, without duplicates.
+    pub fn scheme_urls(
+        &self,
+        scheme: &Scheme,
+        base: &str,
+        slurm: &SlurmRelease,
+        tc: &OsToolchain,
+        variant: Variant,
+    ) -> Vec<CacheUrl> {
+        let base = base.trim_end_matches('/');
+        let gcc = Toolchain {
+            gcc: tc.gcc.clone(),
+            glibc: tc.glibc.clone(),
+            distros: vec![],
+            note: None,
+        };
+        let mut out: Vec<CacheUrl> = Vec::new();
+        for t in &scheme.templates {
+            let url = render(
+                &t.replace("{toolchain}", &tc.name),
+                base,
+                slurm,
+                &gcc,
+                variant,
+            );
+            if out.iter().any(|c| c.url == url) {
+                continue;
+            }
+            out.push(CacheUrl {
+                name: cache_name(base, &url),
+                url,
+            });
+        }
+        out
     }
 
     /// The caches of one cell, in mirror order, without duplicates. `base` is the base URL or
@@ -413,6 +543,7 @@ fn render(t: &str, base: &str, slurm: &SlurmRelease, tc: &Toolchain, variant: Va
         .replace("{slurm}", &slurm.version)
         .replace("{gcc}", &tc.gcc)
         .replace("{glibc}", &tc.glibc)
+        .replace("{toolchain}", &tc.gcc)
         .replace("{variant}", variant.as_str());
     // {base} last, so a base that contains braces is not expanded again.
     body.replace("{base}", base)

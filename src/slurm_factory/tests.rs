@@ -17,7 +17,7 @@ fn the_embedded_matrix() {
         "https://slurm-factory-spack-binary-cache.vantagecompute.ai"
     );
     let slurm: Vec<&str> = f.slurm.iter().map(|s| s.version.as_str()).collect();
-    assert_eq!(slurm, ["25.11", "24.11", "23.11", "23.02"]);
+    assert_eq!(slurm, ["26.05", "25.11", "24.11", "23.11", "23.02"]);
     let gcc: Vec<(&str, &str)> = f
         .toolchains
         .iter()
@@ -60,7 +60,7 @@ fn versions_are_looked_up_with_separators_alike_and_unknown_ones_list_the_valid(
     let e = f.slurm_release(Some("22.05")).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "unknown Slurm version `22.05`: valid versions are 25.11, 24.11, 23.11, 23.02"
+        "unknown Slurm version `22.05`: valid versions are 26.05, 25.11, 24.11, 23.11, 23.02"
     );
     // A prefix is not a release.
     assert!(f.slurm_release(Some("25")).is_err());
@@ -171,6 +171,12 @@ fn fragments_against_upstream_shaped_specs() {
     assert_eq!(first_match(&seed_full, Variant::Minimal), None);
     let seed_min = spec(&[("nvml", false), ("rsmi", false), ("pmix", false)]);
     assert_eq!(first_match(&seed_min, Variant::Minimal), Some(0));
+    // The recipes are `slurm_factory.slurm`: a query with the namespace matches too, another
+    // namespace does not.
+    let with_ns = Query::parse("slurm_factory.slurm@25.11 %gcc@13.4.0").unwrap();
+    assert!(with_ns.matches(&recent, &none));
+    let builtin = Query::parse("builtin.slurm@25.11").unwrap();
+    assert!(!builtin.matches(&recent, &none));
     // Another release or toolchain does not match.
     let mut other = recent.clone();
     other.version = "24-11-6-1".into();
@@ -328,4 +334,122 @@ fn merged_catalogs_keep_mirror_order_and_the_pick_follows_the_variant_order() {
             .unwrap()
             .is_none()
     );
+}
+
+#[test]
+fn the_three_url_schemes_and_the_os_toolchains() {
+    let f = defaults();
+    let names: Vec<&str> = f.schemes.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["toolchain", "toolchain-split", "legacy"]);
+    let tcs: Vec<(&str, &str, &str)> = f
+        .os_toolchains
+        .iter()
+        .map(|t| (t.name.as_str(), t.gcc.as_str(), t.glibc.as_str()))
+        .collect();
+    assert_eq!(
+        tcs,
+        [
+            ("rockylinux8", "8.5.0", "2.28"),
+            ("rockylinux9", "11.5.0", "2.34"),
+            ("rockylinux10", "14.3.1", "2.39"),
+            ("jammy", "11.4.0", "2.35"),
+            ("noble", "13.3.0", "2.39"),
+            ("resolute", "15.2.0", "2.42"),
+        ]
+    );
+    assert_eq!(f.os_toolchain(None).unwrap().name, "noble");
+    assert!(f.slurm_release(Some("23.02")).unwrap().legacy_only);
+    assert!(!f.slurm_release(None).unwrap().legacy_only);
+    let s = f.slurm_release(None).unwrap();
+    let tc = f.os_toolchain(Some("rockylinux9")).unwrap();
+    let urls = |i: usize| -> Vec<(String, String)> {
+        f.scheme_urls(&f.schemes[i], "/b/", s, tc, Variant::Default)
+            .into_iter()
+            .map(|c| (c.name, c.url))
+            .collect()
+    };
+    assert_eq!(
+        urls(0),
+        [(
+            "rockylinux9/spack".to_string(),
+            "/b/rockylinux9/spack".to_string()
+        )]
+    );
+    assert_eq!(
+        urls(1),
+        [
+            (
+                "rockylinux9/slurm/25.11".to_string(),
+                "/b/rockylinux9/slurm/25.11".to_string()
+            ),
+            (
+                "rockylinux9/slurm/deps".to_string(),
+                "/b/rockylinux9/slurm/deps".to_string()
+            )
+        ]
+    );
+    assert_eq!(
+        urls(2),
+        [
+            (
+                "slurm/25.11/11.5.0".to_string(),
+                "/b/slurm/25.11/11.5.0/buildcache".to_string()
+            ),
+            (
+                "compilers/11.5.0".to_string(),
+                "/b/compilers/11.5.0/buildcache".to_string()
+            )
+        ]
+    );
+    let e = f.os_toolchain(Some("bookworm")).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "unknown toolchain `bookworm`: valid toolchains are rockylinux8, rockylinux9, rockylinux10, jammy, noble, resolute"
+    );
+}
+
+#[test]
+fn the_host_toolchain_comes_from_os_release_else_noble_with_a_note() {
+    let f = defaults();
+    let (t, note) = f.host_toolchain(Some("ID=rocky\nVERSION_ID=\"8.9\"\n"));
+    assert_eq!((t.name.as_str(), note), ("rockylinux8", None));
+    let (t, note) = f.host_toolchain(Some("ID=debian\nVERSION_ID=\"12\"\n"));
+    assert_eq!(t.name, "noble");
+    assert_eq!(
+        note.unwrap(),
+        "no Slurm Factory toolchain for debian 12: using noble (choose with --toolchain)"
+    );
+    let (t, note) = f.host_toolchain(None);
+    assert_eq!(t.name, "noble");
+    assert!(note.unwrap().contains("no os-release"));
+}
+
+#[test]
+fn a_malformed_scheme_or_toolchain_is_one_line_naming_the_key() {
+    let bad = [
+        (
+            "scheme = [{ name = \"x\", templates = [] }]",
+            "scheme `x` has no `templates`",
+        ),
+        (
+            "scheme = [{ name = \"x\", templates = [\"{base}/{os}\"] }]",
+            "scheme `x`: URL template `{base}/{os}` uses `{os}`",
+        ),
+        (
+            "default_toolchain = \"bookworm\"",
+            "default_toolchain `bookworm` is not an `os_toolchain` name",
+        ),
+        (
+            "os_toolchain = [{ name = \"noble\", gcc = \"13.3.0\", glibc = \"\" }]",
+            "os_toolchain `noble`",
+        ),
+    ];
+    for (text, want) in bad {
+        let e = SlurmFactory::load(Some(&table(text)), "cfg [slurm_factory]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("cfg [slurm_factory]: "), "{e}");
+        assert!(e.contains(want), "{text}: {e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
 }
