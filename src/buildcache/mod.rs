@@ -9,6 +9,7 @@ pub mod keys;
 pub mod layout;
 pub mod manifest;
 pub mod mirror;
+pub mod oci;
 pub mod trust_context;
 pub mod writer;
 

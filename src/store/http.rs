@@ -68,7 +68,7 @@ impl std::fmt::Debug for HttpStore {
     }
 }
 
-fn load_pem_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+pub(super) fn load_pem_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
         .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", path.display()))?;
@@ -327,7 +327,7 @@ impl HttpStore {
     }
 }
 
-fn content_length(h: &HeaderMap) -> Option<u64> {
+pub(super) fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
@@ -336,7 +336,7 @@ fn parse_content_range(h: &HeaderMap) -> Option<(u64, Option<u64>)> {
     super::parse_content_range(h.get(CONTENT_RANGE)?.to_str().ok()?)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(src) = cur {
@@ -350,7 +350,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn map_reqwest(url: &str, e: reqwest::Error) -> StoreError {
+pub(super) fn map_reqwest(url: &str, e: reqwest::Error) -> StoreError {
     if e.is_timeout() {
         return StoreError::Timeout {
             url: url.to_string(),

@@ -12,6 +12,7 @@
 mod file;
 mod http;
 pub mod netrc;
+pub mod oci;
 mod s3;
 
 use std::path::PathBuf;
@@ -65,6 +66,10 @@ pub enum StoreError {
          re-read it and retry"
     )]
     PreconditionFailed { url: String },
+    /// A registry refused the request (401); `hint` says which credentials were tried or where
+    /// to put them. Never contains a secret.
+    #[error("{url}: unauthorized (401): {hint}")]
+    Unauthorized { url: String, hint: String },
     /// Credentials were configured but could not be loaded (broken AWS profile, expired SSO, …).
     #[error("{url}: cannot load credentials: {reason} (fix the AWS profile/environment settings)")]
     Credentials { url: String, reason: String },
