@@ -362,6 +362,17 @@ fn a_changed_tarball_byte_fails_verification_and_installs_nothing() {
         "application/vnd.spack.install.v",
     );
     assert!(!blobs.join(&tar[..2]).join(&tar).exists());
+    // The refused run leaves nothing of itself: no root it created, no per-blob lock files.
+    assert!(
+        !root.exists(),
+        "the refused install created {}",
+        root.display()
+    );
+    let tmp = home.dir.path().join("cache/blobs/tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", tmp.display());
 }
 
 fn check_cache_clean(home: &Home) {

@@ -46,6 +46,8 @@ pub struct BlobCache {
 pub struct LockGuard {
     file: File,
     path: PathBuf,
+    /// Per-digest locks are removed when released, so a run leaves no `tmp/*.lock` behind.
+    remove: bool,
 }
 
 impl LockGuard {
@@ -57,6 +59,11 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
+        // Unlink while still holding the lock: a waiter that opened the old file notices that
+        // its inode is no longer the path's (see `acquire`) and opens the path afresh.
+        if self.remove {
+            let _ = std::fs::remove_file(&self.path);
+        }
         let _ = self.file.unlock();
     }
 }
@@ -163,13 +170,13 @@ impl BlobCache {
     /// Exclusive lock of the whole cache (for `cache clean`/gc); waits up to `wait`.
     pub async fn lock_exclusive(&self, wait: Duration) -> Result<LockGuard, FetchError> {
         let path = self.dir.join(".lock");
-        self.acquire(path, false, wait).await
+        self.acquire(path, false, false, wait).await
     }
 
     /// Shared lock of the whole cache, held while writing blobs.
     pub(crate) async fn lock_shared(&self, wait: Duration) -> Result<LockGuard, FetchError> {
         let path = self.dir.join(".lock");
-        self.acquire(path, true, wait).await
+        self.acquire(path, true, false, wait).await
     }
 
     /// Exclusive lock for writing one digest's partial file.
@@ -180,34 +187,59 @@ impl BlobCache {
     ) -> Result<LockGuard, FetchError> {
         let d = normalize_digest(digest)?;
         let path = self.dir.join("tmp").join(format!("{d}.lock"));
-        self.acquire(path, false, wait).await
+        self.acquire(path, false, true, wait).await
     }
 
+    /// Lock `path` (shared or exclusive), waiting up to `wait`. `removable`: the file is
+    /// unlinked on release; a lock taken on a file that was unlinked meanwhile is dropped and
+    /// taken again on the path's current file, so two holders never coexist.
     async fn acquire(
         &self,
         path: PathBuf,
         shared: bool,
+        removable: bool,
         wait: Duration,
     ) -> Result<LockGuard, FetchError> {
-        let file = self.lock_file(path.clone())?;
         let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let r = if shared {
-                file.try_lock_shared()
-            } else {
-                file.try_lock()
-            };
-            match r {
-                Ok(()) => return Ok(LockGuard { file, path }),
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(FetchError::Locked { path });
+        'open: loop {
+            let file = self.lock_file(path.clone())?;
+            loop {
+                let r = if shared {
+                    file.try_lock_shared()
+                } else {
+                    file.try_lock()
+                };
+                match r {
+                    Ok(()) => {
+                        if removable && !same_file(&file, &path) {
+                            drop(file);
+                            continue 'open;
+                        }
+                        return Ok(LockGuard {
+                            file,
+                            path,
+                            remove: removable,
+                        });
                     }
-                    tokio::time::sleep(Duration::from_millis(25)).await;
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(FetchError::Locked { path });
+                        }
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => return Err(io(&path, e)),
                 }
-                Err(std::fs::TryLockError::Error(e)) => return Err(io(&path, e)),
             }
         }
+    }
+}
+
+/// Whether the open `file` is still the file at `path` (same device and inode).
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
@@ -226,6 +258,27 @@ mod tests {
         for bad in ["", "abc", "../../etc/passwd", &"g".repeat(64)] {
             assert!(normalize_digest(bad).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_waiter_on_a_removed_digest_lock_retakes_it_and_excludes_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = BlobCache::open(tmp.path().join("blobs")).unwrap();
+        let first = c.lock_digest(EMPTY, Duration::from_secs(1)).await.unwrap();
+        let c2 = c.clone();
+        let waiter =
+            tokio::spawn(async move { c2.lock_digest(EMPTY, Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        drop(first);
+        let second = waiter.await.unwrap().unwrap();
+        assert!(same_file(&second.file, second.path()));
+        assert!(matches!(
+            c.lock_digest(EMPTY, Duration::from_millis(100)).await,
+            Err(FetchError::Locked { .. })
+        ));
+        drop(second);
+        let tmp_dir = tmp.path().join("blobs/tmp");
+        assert_eq!(std::fs::read_dir(&tmp_dir).unwrap().count(), 0);
     }
 
     #[tokio::test]
@@ -252,7 +305,13 @@ mod tests {
             c.lock_digest(EMPTY, Duration::from_millis(60)).await,
             Err(FetchError::Locked { .. })
         ));
+        let lock_path = g.path().to_path_buf();
+        assert!(lock_path.exists());
         drop(g);
+        assert!(
+            !lock_path.exists(),
+            "a released digest lock leaves no file behind"
+        );
         let _g = c
             .lock_digest(EMPTY, Duration::from_millis(60))
             .await
