@@ -320,6 +320,22 @@ fn tampered_tarball_is_refused_and_not_written() {
         .path()
         .join("v3/manifests/index/index.manifest.json")
         .exists());
+    // Nothing the refused run wrote stays: the existing directory is as it was (empty) ...
+    let left: Vec<_> = std::fs::read_dir(dest.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // ... and a destination the run would have created does not exist afterwards.
+    let fresh = dest.path().join("new-mirror");
+    let out = home.run(&["mirror", s(src.path()), s(&fresh)]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        !fresh.exists(),
+        "the refused mirror left {}",
+        fresh.display()
+    );
     // A tampered signed manifest is refused too.
     let src2 = copy_cache("spack-v3");
     let m = greet_manifest(src2.path());

@@ -11,6 +11,7 @@ pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummar
         mut blobs,
         opts,
         started,
+        created_root,
     } = plan;
     let jobs = opts.jobs.max(1);
     let mut summary = MirrorSummary {
@@ -18,32 +19,66 @@ pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummar
         ..Default::default()
     };
 
-    // 1. Blobs: downloaded into the blob cache (sha256 checked), then written atomically.
+    // 1. Blobs: downloaded into the blob cache (sha256 checked), then written atomically. After
+    // a refusal no new copy starts, those under way finish, and everything this run wrote is
+    // removed again: a refused mirror leaves the destination as it found it.
     let (src_ref, dest_ref) = (&src, &dest);
-    let copied: Vec<(usize, u64)> =
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let written = std::sync::Mutex::new(Vec::<String>::new());
+    let (failed_ref, written_ref) = (&failed, &written);
+    let results: Vec<Result<Option<(usize, u64)>, MirrorError>> =
         stream::iter(blobs.iter().enumerate().filter(|(_, b)| !b.present))
             .map(|(i, b)| async move {
-                let was_cached = fetcher.cache().contains(&b.digest);
-                let req = BlobRequest::new(
-                    b.digest.clone(),
-                    b.size,
-                    vec![(src_ref.store.clone(), b.src_rel.clone())],
-                );
-                let path = fetcher.fetch_one(&req).await?;
-                let len = std::fs::metadata(&path)
-                    .map_err(|e| MirrorError::io(&path, e))?
-                    .len();
-                dest_ref.put_file(&b.dest_rel, &path).await?;
-                debug!("copied {} ({len} bytes)", b.dest_rel);
-                if !was_cached {
-                    // Keep the user's blob cache from growing by a whole mirror.
-                    let _ = fetcher.cache().remove(&b.digest);
+                if failed_ref.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Ok(None);
                 }
-                Ok::<_, MirrorError>((i, len))
+                let one = async {
+                    let was_cached = fetcher.cache().contains(&b.digest);
+                    let req = BlobRequest::new(
+                        b.digest.clone(),
+                        b.size,
+                        vec![(src_ref.store.clone(), b.src_rel.clone())],
+                    );
+                    let path = fetcher.fetch_one(&req).await?;
+                    let len = std::fs::metadata(&path)
+                        .map_err(|e| MirrorError::io(&path, e))?
+                        .len();
+                    dest_ref.put_file(&b.dest_rel, &path).await?;
+                    if let Ok(mut w) = written_ref.lock() {
+                        w.push(b.dest_rel.clone());
+                    }
+                    debug!("copied {} ({len} bytes)", b.dest_rel);
+                    if !was_cached {
+                        // Keep the user's blob cache from growing by a whole mirror.
+                        let _ = fetcher.cache().remove(&b.digest);
+                    }
+                    Ok::<_, MirrorError>((i, len))
+                }
+                .await;
+                if one.is_err() {
+                    failed_ref.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                one.map(Some)
             })
             .buffer_unordered(jobs)
-            .try_collect()
-            .await?;
+            .collect()
+            .await;
+    let mut copied = Vec::new();
+    let mut refusal = None;
+    for r in results {
+        match r {
+            Ok(Some(c)) => copied.push(c),
+            Ok(None) => {}
+            Err(e) => {
+                refusal.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = refusal {
+        let written = written.into_inner().unwrap_or_default();
+        undo(&dest, &written, created_root.as_deref()).await;
+        return Err(e);
+    }
     for (i, len) in copied {
         blobs[i].size = Some(len);
         summary.blobs_copied += 1;
@@ -122,6 +157,32 @@ pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummar
         dest.display_url()
     );
     Ok(summary)
+}
+
+/// Remove what a refused run wrote; then, when the run created the destination directory, the
+/// directories it left empty (never a file it did not write).
+async fn undo(dest: &Store, written: &[String], created_root: Option<&Path>) {
+    for rel in written {
+        if let Err(e) = dest.delete(rel).await {
+            tracing::warn!("could not remove {rel} after the refusal: {e}");
+        }
+        // Directories the blob needed and nothing else uses (`blobs/sha256/ab`, …).
+        if let Store::File(f) = dest {
+            let mut dir = f.root().join(rel);
+            while dir.pop() && dir != f.root() && std::fs::remove_dir(&dir).is_ok() {}
+        }
+    }
+    if let Some(root) = created_root {
+        fn prune(dir: &Path) {
+            for e in crate::fs::sorted_entries(dir).unwrap_or_default() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    prune(&e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        prune(root);
+    }
 }
 
 fn is_fingerprint(s: &str) -> bool {

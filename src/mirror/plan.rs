@@ -31,6 +31,9 @@ pub struct MirrorPlan {
     pub(super) blobs: Vec<BlobCopy>,
     pub(super) opts: MirrorOptions,
     pub(super) started: Instant,
+    /// A destination directory this run will create (absent when planned): removed again, with
+    /// what the run wrote, when the copy is refused.
+    pub(super) created_root: Option<std::path::PathBuf>,
 }
 
 impl MirrorPlan {
@@ -111,6 +114,10 @@ pub async fn plan(
     opts: MirrorOptions,
 ) -> Result<MirrorPlan, MirrorError> {
     let started = Instant::now();
+    let created_root = match dest {
+        crate::store::Store::File(f) if !f.root().exists() => Some(f.root().to_path_buf()),
+        _ => None,
+    };
     let jobs = opts.jobs.max(1);
     let catalog = if opts.list_objects {
         Catalog::from_listing(src).await?
@@ -202,5 +209,6 @@ pub async fn plan(
         blobs,
         opts,
         started,
+        created_root,
     })
 }
