@@ -390,6 +390,16 @@ fn bundle_round_trip(fixture: &str) {
     let out = home.run(&["import", s(&bad), s(&dest2)]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(files(&dest2).is_empty(), "{:?}", files(&dest2));
+    // A byte changed in a late member: the whole bundle is verified before the first write, so
+    // no blob, manifest, key or index reaches the destination.
+    let mut late = std::fs::read(&bundle).unwrap();
+    let at = late.len() - 3000;
+    late[at] ^= 0x01;
+    std::fs::write(&bad, &late).unwrap();
+    let dest3 = work.path().join("late-import");
+    let out = home.run(&["import", s(&bad), s(&dest3)]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(!dest3.exists(), "{:?}", files(&dest3));
 }
 
 #[test]
