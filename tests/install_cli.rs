@@ -917,3 +917,38 @@ fn hostile_archives_are_refused_and_nothing_escapes() {
         );
     }
 }
+
+#[test]
+fn a_root_that_cannot_be_written_is_refused_before_any_download() {
+    let home = Home::trusting();
+    let base = tempfile::tempdir_in("/tmp").unwrap();
+    let file = base.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let blobs = home.dir.path().join("cache/blobs/sha256");
+    let downloaded = || std::fs::read_dir(&blobs).map(|rd| rd.count()).unwrap_or(0);
+    // Under a file: named, with the fix; read-only check, so a dry run says it too.
+    let under_file = file.join("root");
+    let out = install(&home, s(&fx("spack-v3")), &under_file, &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{} is not a directory", file.display())),
+        "{err}"
+    );
+    assert!(err.contains("--root DIR"), "{err}");
+    assert_eq!(downloaded(), 0, "blobs were downloaded before the refusal");
+    // Where no directory can be made (procfs even refuses root): refused before downloading.
+    let out = install(
+        &home,
+        s(&fx("spack-v3")),
+        Path::new("/proc/sf-cache-root"),
+        &[],
+    );
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("install root /proc/sf-cache-root cannot be created"),
+        "{err}"
+    );
+    assert_eq!(downloaded(), 0, "blobs were downloaded before the refusal");
+}

@@ -76,6 +76,7 @@ pub fn prepare(t: &Target<'_>) -> Result<Prepared, FlowError> {
         Some(p) => Some(Projection::parse(p).map_err(|e| FlowError::Usage(e.to_string()))?),
         None => None,
     };
+    super::root::check_is_dir(&root_dir).map_err(FlowError::Root)?;
     let existing = existing_projection(&root_dir).map_err(|e| FlowError::Root(e.to_string()))?;
     let projection = match (&existing, &requested) {
         (Some(e), Some(r)) if e != r && t.projection_flag.is_some() => {
@@ -137,6 +138,9 @@ pub async fn execute(
     fetched: impl FnOnce(),
 ) -> Result<Installed, FlowError> {
     installer::check_externals(plan, catalog)?;
+    if plan.to_install().next().is_some() {
+        super::root::check_writable(&prepared.root_dir).map_err(FlowError::Root)?;
+    }
     let tarballs = installer::fetch_tarballs(plan, catalog, fetcher).await;
     fetched();
     let tarballs = tarballs?;

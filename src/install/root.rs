@@ -239,6 +239,45 @@ pub fn existing_projection(dir: &Path) -> Result<Option<Projection>, RootError> 
     }
 }
 
+/// Check (reading only) that `root`, or its nearest existing ancestor, is a directory; returns
+/// that directory.
+pub fn check_is_dir(root: &Path) -> Result<&Path, String> {
+    let mut dir = root;
+    while std::fs::symlink_metadata(dir).is_err() {
+        match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => dir = p,
+            _ => break,
+        }
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!(
+            "install root {}: {} is not a directory; choose a root in a directory you can write (--root DIR)",
+            root.display(),
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+/// Check, before anything is downloaded, that `root` can be written: it is a directory (or can
+/// be made in its nearest existing ancestor) where a file can be created. Leaves nothing behind.
+pub fn check_writable(root: &Path) -> Result<(), String> {
+    let dir = check_is_dir(root)?;
+    let fix = "choose a root in a directory you can write (--root DIR)";
+    tempfile::Builder::new()
+        .prefix(".sf-cache-probe-")
+        .tempdir_in(dir)
+        .map(drop)
+        .map_err(|e| {
+            format!(
+                "install root {} cannot be {} ({}: {e}); {fix}",
+                root.display(),
+                if dir == root { "written" } else { "created" },
+                dir.display()
+            )
+        })
+}
+
 /// Remove a tree even where the archive left directories without write permission.
 pub fn make_writable_and_remove(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
