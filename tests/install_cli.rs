@@ -952,3 +952,56 @@ fn a_root_that_cannot_be_written_is_refused_before_any_download() {
     );
     assert_eq!(downloaded(), 0, "blobs were downloaded before the refusal");
 }
+
+#[test]
+fn cache_gc_during_an_install_waits_and_never_removes_what_it_fetched() {
+    let home = Home::trusting();
+    let server = HttpServer::start(common::fixtures_dir());
+    let tar = greet_tarball(&fx("spack-v3"));
+    let tar_url = format!(
+        "/{}",
+        tar.strip_prefix(common::fixtures_dir()).unwrap().display()
+    );
+    // greet's tarball trickles in (≈ 3 s) while libgreet's is already in the cache.
+    server.set_fault(
+        &tar_url,
+        Fault::Slow {
+            chunk: 512,
+            delay: Duration::from_millis(150),
+            times: 1,
+        },
+    );
+    let base = tempfile::tempdir_in("/tmp").unwrap();
+    let root = base.path().join("root");
+    let mirror = format!("{}/spack-v3", server.base_url());
+    let install = home
+        .std_cmd()
+        .args(["install", "greet", "--mirror", &mirror, "--root", s(&root)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first blob (libgreet) to land in the cache, then collect garbage.
+    let blobs = home.dir.path().join("cache/blobs/sha256");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no blob arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let gc = home.run(&["cache", "gc"]);
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    let out = install.wait_with_output().unwrap();
+    assert!(out.status.success(), "install failed: {}", stderr(&out));
+    // gc waited for the install, so what it installed is referenced and kept.
+    assert!(
+        stdout(&gc).contains("removed 0 blob(s)"),
+        "gc ran inside the install: {} / {} / install: {}",
+        stdout(&gc),
+        stderr(&gc),
+        stderr(&out)
+    );
+    let run = std::process::Command::new(prefix_of(&root, "greet").join("bin/greet"))
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+}

@@ -132,8 +132,9 @@ pub fn cache(ctx: &Context, cmd: &CacheCommand) -> CmdResult {
     let blobs = ctx.paths.blob_cache_dir();
     let report = match cmd {
         CacheCommand::Gc => {
-            let roots = gc::registered_roots(&ctx.roots_registry());
-            gc::collect(&blobs, &roots).map_err(|e| Failure::new(1, e.to_string()))?
+            let registry = ctx.roots_registry();
+            gc::collect_with(&blobs, || gc::registered_roots(&registry))
+                .map_err(|e| Failure::new(1, e.to_string()))?
         }
         CacheCommand::Clean => {
             let r = gc::clean(&blobs).map_err(|e| Failure::new(1, e.to_string()))?;

@@ -189,6 +189,13 @@ impl Fetcher {
         &self.cache
     }
 
+    /// Hold the cache's shared lock until the guard drops: `cache gc` and `cache clean` (which
+    /// take it exclusively) wait meanwhile. An install holds it from its first download until
+    /// every package is committed, so no blob it fetched disappears before it is unpacked.
+    pub async fn hold_cache(&self) -> Result<cache::LockGuard, FetchError> {
+        self.cache.lock_shared(self.opts.lock_wait).await
+    }
+
     /// Fetch all blobs (at most `jobs` at once). Returns their cache paths in request order.
     /// Every request is attempted; on failure the first error is returned (others are logged).
     pub async fn fetch(&self, reqs: Vec<BlobRequest>) -> Result<Vec<PathBuf>, FetchError> {

@@ -141,6 +141,8 @@ pub async fn execute(
     if plan.to_install().next().is_some() {
         super::root::check_writable(&prepared.root_dir).map_err(FlowError::Root)?;
     }
+    // Held until the packages are committed: a concurrent `cache gc`/`clean` waits for it.
+    let _cache_held = fetcher.hold_cache().await.map_err(InstallError::from)?;
     let tarballs = installer::fetch_tarballs(plan, catalog, fetcher).await;
     fetched();
     let tarballs = tarballs?;

@@ -120,6 +120,16 @@ pub fn referenced_digests(roots: &[PathBuf]) -> Result<BTreeSet<String>, GcError
 
 /// Remove the blobs of `blob_cache_dir` that no receipt under `roots` references.
 pub fn collect(blob_cache_dir: &Path, roots: &[PathBuf]) -> Result<GcReport, GcError> {
+    collect_with(blob_cache_dir, || roots.to_vec())
+}
+
+/// [`collect`], with the roots read only once the cache's exclusive lock is held: an install
+/// that was running (holding the lock shared) has registered its root and written its receipts
+/// by then, so its blobs are kept.
+pub fn collect_with(
+    blob_cache_dir: &Path,
+    roots: impl FnOnce() -> Vec<PathBuf>,
+) -> Result<GcReport, GcError> {
     let mut report = GcReport::default();
     if !blob_cache_dir.is_dir() {
         return Ok(report);
@@ -127,7 +137,7 @@ pub fn collect(blob_cache_dir: &Path, roots: &[PathBuf]) -> Result<GcReport, GcE
     let lock_path = blob_cache_dir.join(CACHE_LOCK);
     let _lock =
         lock_file(&lock_path, &blob_cache_dir.display().to_string()).map_err(io(&lock_path))?;
-    let keep = referenced_digests(roots)?;
+    let keep = referenced_digests(&roots())?;
     let base = blob_cache_dir.join("sha256");
     let shards = match std::fs::read_dir(&base) {
         Ok(rd) => rd,
