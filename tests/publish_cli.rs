@@ -117,6 +117,23 @@ fn spec_manifests(cache: &Path) -> Vec<PathBuf> {
 }
 
 /// Every blob a manifest names exists with its size (no reader ever sees a dangling manifest).
+/// No lock file of the publishers stays in the cache once they are done.
+fn check_no_lock_files(cache: &Path) {
+    fn walk(d: &Path, found: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, found);
+            } else if e.file_name().to_string_lossy().starts_with(".sf-lock.") {
+                found.push(p);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(cache, &mut found);
+    assert!(found.is_empty(), "lock files left in the cache: {found:?}");
+}
+
 fn check_no_dangling(cache: &Path) {
     for m in spec_manifests(cache) {
         let v = manifest_json(&m);
@@ -252,6 +269,7 @@ fn round_trip_signed_gpg_verifies_and_installs_elsewhere() {
     );
     assert_eq!(r["index"]["in_buildcache"], 2);
     check_no_dangling(&dest);
+    check_no_lock_files(&dest);
 
     // Real gpg verifies every manifest sf-cache signed.
     let gpg = GpgHome::new();
@@ -402,6 +420,7 @@ fn publish_into_an_existing_cache_keeps_its_entries_and_force_rewrites() {
     assert_eq!(key(&after), key(&before));
     assert!(listed(&home, dest, "compiler-wrapper"));
     check_no_dangling(dest);
+    check_no_lock_files(dest);
     // Its consumers still install it (libgreet from Spack's entry, greet from ours).
     let b = t.path().join("b");
     let o = home.run(&["install", "greet", "--mirror", s(dest), "--root", s(&b)]);
@@ -454,6 +473,7 @@ fn concurrent_publishers_keep_each_others_entries() {
         assert_eq!(got.len(), names.len());
     }
     check_no_dangling(&dest);
+    check_no_lock_files(&dest);
     // update-index agrees.
     let o = home.run(&["update-index", s(&dest), "--json"]);
     let r = json(&o);
@@ -513,6 +533,7 @@ fn kill_9_at_any_moment_leaves_a_readable_cache_and_a_rerun_completes() {
         assert!(listed(&home, dest, n), "{n}");
     }
     check_no_dangling(dest);
+    check_no_lock_files(dest);
     let gpg = GpgHome::new();
     for m in spec_manifests(dest) {
         assert!(gpg.verify(&m), "gpg rejects {m:?}");

@@ -219,20 +219,11 @@ impl FileStore {
         let dest = self.path_of(rel)?;
         let lock = self.lock_path_of(rel)?;
         tokio::task::spawn_blocking(move || {
-            // Serialise with conditional writers of this object (their lock file exists once
-            // one has run); plain objects are simply unlinked.
-            let guard = match std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&lock)
-            {
-                Ok(f) => {
-                    f.lock().map_err(|e| io_err(&lock, e))?;
-                    Some(f)
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => None,
-                Err(e) => return Err(io_err(&lock, e)),
-            };
+            if !dest.parent().is_some_and(Path::is_dir) {
+                return Ok(()); // no directory, no object
+            }
+            // Serialise with conditional writers of this object.
+            let guard = ObjectLock::take(&lock)?;
             let res = match std::fs::remove_file(&dest) {
                 Ok(()) => {
                     if let Some(d) = dest.parent() {
@@ -312,6 +303,47 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<String>, StoreError> {
 
 /// Conditional write: temp file written and fsynced first, then under an exclusive `flock` of
 /// `lock`: check `pre` against the current content, rename, fsync the directory.
+/// The lock of one object's conditional writes (`.sf-lock.<name>` beside it). Removed when
+/// released, so a store holds no lock files between runs: it is unlinked while still held, and
+/// a writer that locked a file unlinked meanwhile opens the path again.
+struct ObjectLock {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl ObjectLock {
+    fn take(path: &Path) -> Result<ObjectLock, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| io_err(path, e))?;
+            file.lock().map_err(|e| io_err(path, e))?;
+            let same = match (file.metadata(), std::fs::metadata(path)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            };
+            if same {
+                return Ok(ObjectLock {
+                    file,
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+    }
+}
+
+impl Drop for ObjectLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
+}
+
 fn put_if_blocking(
     dest: &Path,
     lock: &Path,
@@ -319,14 +351,7 @@ fn put_if_blocking(
     pre: &Precondition,
 ) -> Result<String, StoreError> {
     let tmp = write_temp(dest, |f| f.write_all(bytes)).map_err(|(p, e)| io_err(&p, e))?;
-    let lock_file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(lock)
-        .map_err(|e| io_err(lock, e))?;
-    lock_file.lock().map_err(|e| io_err(lock, e))?;
+    let lock_file = ObjectLock::take(lock)?;
     let failed = || StoreError::PreconditionFailed {
         url: dest.display().to_string(),
     };
@@ -542,7 +567,8 @@ mod tests {
         assert_ne!(e2, sha256_hex(b"4"));
         // Lock and temp files never show up in listings.
         assert_eq!(s.list("").await.unwrap(), vec!["v3/index.json"]);
-        assert!(s.lock_path_of("v3/index.json").unwrap().exists());
+        // No lock file stays behind once a conditional write is over.
+        assert!(!s.lock_path_of("v3/index.json").unwrap().exists());
         s.delete("v3/index.json").await.unwrap();
         s.delete("v3/index.json").await.unwrap();
         s.delete("never/existed").await.unwrap();
