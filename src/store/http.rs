@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 
 use super::netrc::{Netrc, Secret};
 use super::StoreOptions;
-use super::{backoff_delay, check_rel, redact_location, ObjectMeta, ObjectStream, StoreError};
+use super::{check_rel, redact_location, ObjectMeta, ObjectStream, StoreError};
 
 /// Characters escaped inside one path segment of an object key.
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -215,25 +215,12 @@ impl HttpStore {
         }
     }
 
-    async fn with_retries<T, F, Fut>(&self, url: &str, mut op: F) -> Result<T, StoreError>
+    async fn with_retries<T, F, Fut>(&self, url: &str, op: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
-        let mut attempt = 0u32;
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() && attempt < self.inner.retries => {
-                    let delay = backoff_delay(self.inner.backoff_base, attempt);
-                    tracing::warn!(url = %url, error = %e, attempt = attempt + 1,
-                        delay_ms = delay.as_millis() as u64, "retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        super::with_retries(self.inner.retries, self.inner.backoff_base, url, op).await
     }
 
     pub(crate) async fn get_bytes(&self, rel: &str) -> Result<Bytes, StoreError> {

@@ -504,6 +504,35 @@ pub(crate) fn redact_location(location: &str) -> String {
     location.to_string()
 }
 
+/// Run `op` until it succeeds, fails for good, or `retries` retries (after the first attempt) of
+/// retryable errors are used up, sleeping [`backoff_delay`] between tries. Each retry is one
+/// warning line naming `url`.
+pub(crate) async fn with_retries<T, F, Fut>(
+    retries: u32,
+    backoff_base: Duration,
+    url: &str,
+    mut op: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() && attempt < retries => {
+                let delay = backoff_delay(backoff_base, attempt);
+                tracing::warn!(url = %url, error = %e, attempt = attempt + 1,
+                    delay_ms = delay.as_millis() as u64, "retrying");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Delay before retry number `attempt` (0-based): base·2^attempt capped at 10 s, +0–50 % jitter.
 pub fn backoff_delay(base: Duration, attempt: u32) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.min(16));

@@ -23,7 +23,7 @@ use tokio::io::AsyncReadExt;
 
 use super::http::{content_length, error_chain, load_pem_bundle, map_reqwest};
 use super::netrc::Secret;
-use super::{backoff_delay, ObjectStream, StoreError, StoreOptions};
+use super::{ObjectStream, StoreError, StoreOptions};
 
 /// Blobs above this size are uploaded in chunks of this size (`PATCH` with `Content-Range`).
 pub const CHUNK_SIZE: u64 = 16 * 1024 * 1024;
@@ -373,24 +373,12 @@ impl OciClient {
         }
     }
 
-    async fn with_retries<T, F, Fut>(&self, url: &str, mut op: F) -> Result<T, StoreError>
+    async fn with_retries<T, F, Fut>(&self, url: &str, op: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
-        let mut attempt = 0u32;
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() && attempt < self.inner.retries => {
-                    let delay = backoff_delay(self.inner.backoff_base, attempt);
-                    tracing::warn!(url = %url, error = %e, attempt = attempt + 1, "retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        super::with_retries(self.inner.retries, self.inner.backoff_base, url, op).await
     }
 
     /// A manifest by tag or digest; `None` when the registry does not have it.
