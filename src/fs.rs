@@ -71,6 +71,16 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
+/// Whether the open `file` is still the file at `path` (same device and inode): a lock taken
+/// on a lock file that its last holder unlinked meanwhile must be taken again on the new one.
+pub fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// The entries of a directory sorted by name, so walks are deterministic.
 pub fn sorted_entries(dir: &Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
     let mut entries = std::fs::read_dir(dir)?.collect::<std::io::Result<Vec<_>>>()?;

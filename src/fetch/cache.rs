@@ -211,7 +211,7 @@ impl BlobCache {
                 };
                 match r {
                     Ok(()) => {
-                        if removable && !same_file(&file, &path) {
+                        if removable && !crate::fs::same_file(&file, &path) {
                             drop(file);
                             continue 'open;
                         }
@@ -231,15 +231,6 @@ impl BlobCache {
                 }
             }
         }
-    }
-}
-
-/// Whether the open `file` is still the file at `path` (same device and inode).
-fn same_file(file: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
     }
 }
 
@@ -271,7 +262,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(150)).await;
         drop(first);
         let second = waiter.await.unwrap().unwrap();
-        assert!(same_file(&second.file, second.path()));
+        assert!(crate::fs::same_file(&second.file, second.path()));
         assert!(matches!(
             c.lock_digest(EMPTY, Duration::from_millis(100)).await,
             Err(FetchError::Locked { .. })

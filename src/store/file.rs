@@ -313,7 +313,6 @@ struct ObjectLock {
 
 impl ObjectLock {
     fn take(path: &Path) -> Result<ObjectLock, StoreError> {
-        use std::os::unix::fs::MetadataExt;
         loop {
             let file = std::fs::OpenOptions::new()
                 .read(true)
@@ -323,11 +322,7 @@ impl ObjectLock {
                 .open(path)
                 .map_err(|e| io_err(path, e))?;
             file.lock().map_err(|e| io_err(path, e))?;
-            let same = match (file.metadata(), std::fs::metadata(path)) {
-                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-                _ => false,
-            };
-            if same {
+            if crate::fs::same_file(&file, path) {
                 return Ok(ObjectLock {
                     file,
                     path: path.to_path_buf(),
