@@ -390,24 +390,18 @@ impl SlurmFactory {
             distros: vec![],
             note: None,
         };
-        let mut out: Vec<CacheUrl> = Vec::new();
-        for t in &scheme.templates {
-            let url = render(
-                &t.replace("{toolchain}", &tc.name),
-                base,
-                slurm,
-                &gcc,
-                variant,
-            );
-            if out.iter().any(|c| c.url == url) {
-                continue;
-            }
-            out.push(CacheUrl {
-                name: cache_name(base, &url),
-                url,
-            });
-        }
-        out
+        unique_caches(
+            base,
+            scheme.templates.iter().map(|t| {
+                render(
+                    &t.replace("{toolchain}", &tc.name),
+                    base,
+                    slurm,
+                    &gcc,
+                    variant,
+                )
+            }),
+        )
     }
 
     /// The caches of one cell, in mirror order, without duplicates. `base` is the base URL or
@@ -421,18 +415,12 @@ impl SlurmFactory {
     ) -> Vec<CacheUrl> {
         // `/` (a root) trims to "", so `{base}/slurm` is still `/slurm`.
         let base = base.trim_end_matches('/');
-        let mut out: Vec<CacheUrl> = Vec::new();
-        for t in &self.url_templates {
-            let url = render(t, base, slurm, tc, variant);
-            if out.iter().any(|c| c.url == url) {
-                continue;
-            }
-            out.push(CacheUrl {
-                name: cache_name(base, &url),
-                url,
-            });
-        }
-        out
+        unique_caches(
+            base,
+            self.url_templates
+                .iter()
+                .map(|t| render(t, base, slurm, tc, variant)),
+        )
     }
 
     /// The queries that find the Slurm build of a cell, in order of preference.
@@ -547,6 +535,20 @@ fn render(t: &str, base: &str, slurm: &SlurmRelease, tc: &Toolchain, variant: Va
         .replace("{variant}", variant.as_str());
     // {base} last, so a base that contains braces is not expanded again.
     body.replace("{base}", base)
+}
+
+/// The caches at `urls`, in order, each once (the first occurrence wins), named for `base`.
+fn unique_caches(base: &str, urls: impl Iterator<Item = String>) -> Vec<CacheUrl> {
+    let mut out: Vec<CacheUrl> = Vec::new();
+    for url in urls {
+        if out.iter().all(|c| c.url != url) {
+            out.push(CacheUrl {
+                name: cache_name(base, &url),
+                url,
+            });
+        }
+    }
+    out
 }
 
 /// `slurm/25.11/13.4.0` for `<base>/slurm/25.11/13.4.0/buildcache`; the URL when it is not
