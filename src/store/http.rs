@@ -68,6 +68,39 @@ impl std::fmt::Debug for HttpStore {
     }
 }
 
+/// The HTTP client of a store (plain HTTP(S) and OCI registries alike): user agent, timeouts,
+/// redirects, the extra CA certificates of the options and of `$SSL_CERT_FILE`. Proxies come from
+/// the environment (reqwest reads `HTTP(S)_PROXY`, `ALL_PROXY`, `NO_PROXY` when the client is
+/// built); their values may hold credentials, so they are never logged.
+pub(crate) fn http_client(opts: &StoreOptions) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(opts.user_agent.clone())
+        .connect_timeout(opts.connect_timeout)
+        .read_timeout(opts.read_timeout)
+        .redirect(reqwest::redirect::Policy::limited(10));
+    let mut certs = Vec::new();
+    if let Some(ca) = &opts.ca_cert {
+        certs.extend(load_pem_bundle(ca).map_err(|reason| {
+            format!("extra CA certificate: {reason} (fix the ca_cert setting or --ca-cert)")
+        })?);
+    }
+    if let Some(env_ca) = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()) {
+        match load_pem_bundle(std::path::Path::new(&env_ca)) {
+            Ok(c) => certs.extend(c),
+            Err(reason) => tracing::warn!("ignoring SSL_CERT_FILE: {reason}"),
+        }
+    }
+    if !certs.is_empty() {
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().map_err(|e| {
+        format!(
+            "cannot build the HTTP client: {}",
+            error_chain(&e.without_url())
+        )
+    })
+}
+
 pub(super) fn load_pem_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
@@ -124,36 +157,7 @@ impl HttpStore {
         };
         let base = url.as_str().trim_end_matches('/').to_string();
 
-        let mut builder = reqwest::Client::builder()
-            .user_agent(opts.user_agent.clone())
-            .connect_timeout(opts.connect_timeout)
-            .read_timeout(opts.read_timeout)
-            .redirect(reqwest::redirect::Policy::limited(10));
-        let mut certs = Vec::new();
-        if let Some(ca) = &opts.ca_cert {
-            certs.extend(load_pem_bundle(ca).map_err(|reason| {
-                invalid(format!(
-                    "extra CA certificate: {reason} (fix the ca_cert setting)"
-                ))
-            })?);
-        }
-        if let Some(env_ca) = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()) {
-            match load_pem_bundle(std::path::Path::new(&env_ca)) {
-                Ok(c) => certs.extend(c),
-                Err(reason) => tracing::warn!("ignoring SSL_CERT_FILE: {reason}"),
-            }
-        }
-        if !certs.is_empty() {
-            builder = builder.tls_certs_merge(certs);
-        }
-        // reqwest reads HTTP_PROXY/HTTPS_PROXY/ALL_PROXY/NO_PROXY (and lowercase) when the
-        // client is built; nothing to configure. Values may hold credentials: never log them.
-        let client = builder.build().map_err(|e| {
-            invalid(format!(
-                "cannot build the HTTP client: {}",
-                error_chain(&e.without_url())
-            ))
-        })?;
+        let client = http_client(opts).map_err(invalid)?;
         tracing::debug!(base = %base, auth = auth.is_some(), "opened HTTP store");
         Ok(HttpStore {
             inner: Arc::new(Inner {

@@ -21,7 +21,7 @@ use reqwest::header::{
 use reqwest::{RequestBuilder, StatusCode};
 use tokio::io::AsyncReadExt;
 
-use super::http::{content_length, error_chain, load_pem_bundle, map_reqwest};
+use super::http::{content_length, http_client, map_reqwest};
 use super::netrc::Secret;
 use super::{ObjectStream, StoreError, StoreOptions};
 
@@ -155,33 +155,7 @@ impl OciClient {
             location: location.clone(),
             reason,
         };
-        let mut builder = reqwest::Client::builder()
-            .user_agent(opts.user_agent.clone())
-            .connect_timeout(opts.connect_timeout)
-            .read_timeout(opts.read_timeout)
-            .redirect(reqwest::redirect::Policy::limited(10));
-        let mut certs = Vec::new();
-        if let Some(ca) = &opts.ca_cert {
-            certs.extend(
-                load_pem_bundle(ca)
-                    .map_err(|r| invalid(format!("extra CA certificate: {r} (fix --ca-cert)")))?,
-            );
-        }
-        if let Some(env_ca) = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()) {
-            match load_pem_bundle(Path::new(&env_ca)) {
-                Ok(c) => certs.extend(c),
-                Err(reason) => tracing::warn!("ignoring SSL_CERT_FILE: {reason}"),
-            }
-        }
-        if !certs.is_empty() {
-            builder = builder.tls_certs_merge(certs);
-        }
-        let client = builder.build().map_err(|e| {
-            invalid(format!(
-                "cannot build the HTTP client: {}",
-                error_chain(&e.without_url())
-            ))
-        })?;
+        let client = http_client(opts).map_err(invalid)?;
 
         let env = |name: &Option<String>| {
             name.as_ref()
