@@ -1,25 +1,26 @@
 //! `sf-cache slurm list|install`: the Slurm Factory caches by Slurm release, GCC toolchain and
-//! build variant (the matrix, variants and URL scheme come from `slurm_factory`).
+//! build variant: the edge of `slurm_factory` (matrix, probes, picking the build), which it
+//! prints, and of the install flow.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use futures_util::StreamExt;
 use serde::Serialize;
 use tracing::{info, warn};
 
 use super::install_flow::{install, print_report_lines, InstallRequest, Installed};
 use super::{exit, CmdResult, Context, Failure};
 use crate::buildcache::catalog::short;
-use crate::buildcache::{BuildcacheError, Catalog};
+use crate::buildcache::Catalog;
 use crate::cli::{MirrorArgs, SlurmCommand, SlurmInstallArgs, SlurmListArgs};
 use crate::install::installer::InstallReport;
 use crate::modules::{write_modules, ModuleOptions, WrittenModule};
+use crate::slurm_factory::matrix::{Matrix, Offer};
+use crate::slurm_factory::probe::{probe_all, CacheStatus, Probe};
 use crate::slurm_factory::{
-    glibc, os, pick_build, CacheUrl, FactoryError, OsToolchain, Scheme, SlurmFactory, SlurmRelease,
+    glibc, install_queries, os, pick_build, CacheUrl, FactoryError, SlurmFactory, SlurmRelease,
     Toolchain, Variant, BASE_ENV,
 };
-use crate::spec::{HostTargets, Query, VariantReq};
+use crate::spec::HostTargets;
 
 pub async fn run(ctx: &Context, cmd: &SlurmCommand) -> CmdResult {
     match cmd {
@@ -66,290 +67,27 @@ fn base_url(f: &SlurmFactory, flag: Option<&str>) -> String {
         .to_string()
 }
 
-/// One cache read (or not).
-struct Probe {
-    cache: CacheUrl,
-    result: Result<Catalog, String>,
-}
-
-/// Read the index of every cache, `jobs` at a time, keeping the order.
-async fn probe_all(ctx: &Context, caches: Vec<CacheUrl>, jobs: usize) -> Vec<Probe> {
-    futures_util::stream::iter(caches)
-        .map(|cache| async move {
-            let result = match ctx.open_mirror(&cache.url) {
-                Ok(mut m) => {
-                    m.name = cache.name.clone();
-                    Catalog::load(vec![m], &ctx.index_cache())
-                        .await
-                        .map_err(|e| match e {
-                            // The generic message advises on --mirror; here the URL is ours.
-                            BuildcacheError::NotABuildcache { .. } => {
-                                "no buildcache there (no v3 or v2 index)".to_string()
-                            }
-                            e => one_line(&e.to_string()),
-                        })
-                }
-                Err(f) => Err(one_line(&f.message)),
-            };
-            if let Err(e) = &result {
-                info!("{}: {e}", cache.url);
-            }
-            Probe { cache, result }
-        })
-        .buffered(jobs.max(1))
-        .collect()
-        .await
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+/// Read the caches' indexes (the store options, offline mode and metadata cache of `ctx`).
+async fn probe(ctx: &Context, caches: Vec<CacheUrl>, jobs: usize) -> Vec<Probe> {
+    let open = |c: &CacheUrl| ctx.open_mirror(&c.url).map_err(|f| f.message);
+    probe_all(caches, jobs, open, &ctx.index_cache()).await
 }
 
 // ---------------------------------------------------------------------------------------------
 // slurm list
 
-/// What one cell's variant offers.
-#[derive(Debug, Serialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
-enum Offer {
-    /// The build `slurm install` would take.
-    Available {
-        version: String,
-        hash: String,
-        cache: String,
-        query: String,
-    },
-    /// The caches answered, without a matching build.
-    Missing,
-    /// The query cannot be answered (e.g. several builds tie).
-    Error { reason: String },
-    /// No cache of this variant could be read.
-    Unavailable { reason: String },
-}
-
-#[derive(Debug, Serialize)]
-struct CacheStatus {
-    name: String,
-    url: String,
-    available: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct SlurmBuild {
-    version: String,
-    hash: String,
-    cache: String,
-    /// The variants the Slurm Factory fragments ask about, as this build has them.
-    variants: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct Cell {
-    /// The OS toolchain (`slurm list --toolchain`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    toolchain: Option<String>,
-    /// The URL scheme that answered (`slurm list --toolchain`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scheme: Option<String>,
-    slurm: String,
-    compiler: String,
-    glibc: String,
-    distros: Vec<String>,
-    /// Some variant has a build.
-    available: bool,
-    /// Every cache failed: the first reason.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    unavailable: Option<String>,
-    caches: Vec<CacheStatus>,
-    variants: BTreeMap<Variant, Offer>,
-    builds: Vec<SlurmBuild>,
-    gcc_runtime: Vec<String>,
-}
-
 async fn list(ctx: &Context, args: &SlurmListArgs) -> CmdResult {
     let f = factory(ctx)?;
     let base = base_url(&f, args.base.base.as_deref());
-    let os_tc: Option<&OsToolchain> = args
-        .toolchain
-        .as_deref()
-        .map(|n| f.os_toolchain(Some(n)))
-        .transpose()?;
-    let slurms: Vec<&SlurmRelease> = match &args.slurm_version {
-        Some(v) => vec![f.slurm_release(Some(v))?],
-        // The OS-toolchain caches do not publish the legacy-only releases.
-        None => f
-            .slurm
-            .iter()
-            .filter(|s| os_tc.is_none() || !s.legacy_only)
-            .collect(),
-    };
-    let os_owned: Vec<Toolchain> = os_tc.iter().map(|o| as_gcc_toolchain(o)).collect();
-    let toolchains: Vec<&Toolchain> = match (&args.compiler_version, os_owned.first()) {
-        (_, Some(t)) => vec![t],
-        (Some(v), None) => vec![f.toolchain(Some(v))?],
-        (None, None) => f.toolchains.iter().collect(),
-    };
-    // Without --toolchain one (legacy) scheme; with it, every scheme, probed in order.
-    let schemes: Vec<Option<&Scheme>> = match os_tc {
-        Some(_) => f.schemes.iter().map(Some).collect(),
-        None => vec![None],
-    };
-    let urls_of =
-        |s: &SlurmRelease, t: &Toolchain, v: Variant, sc: Option<&Scheme>| match (sc, os_tc) {
-            (Some(sc), Some(o)) => f.scheme_urls(sc, &base, s, o, v),
-            _ => f.cache_urls(&base, s, t, v),
-        };
-    let mut all: Vec<CacheUrl> = Vec::new();
-    for s in &slurms {
-        for t in &toolchains {
-            for sc in &schemes {
-                for v in Variant::ALL {
-                    for c in urls_of(s, t, v, *sc) {
-                        if !all.iter().any(|a| a.url == c.url) {
-                            all.push(c);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let probes = probe_all(ctx, all, args.jobs.unwrap_or(4)).await;
-    let by_url = |url: &str| probes.iter().find(|p| p.cache.url == url);
-    // The scheme of a cell: the first whose caches answer (else the first).
-    let scheme_of = |s: &SlurmRelease, t: &Toolchain| -> Option<&Scheme> {
-        schemes
-            .iter()
-            .copied()
-            .find(|sc| {
-                Variant::ALL.iter().any(|v| {
-                    urls_of(s, t, *v, *sc)
-                        .iter()
-                        .any(|c| by_url(&c.url).is_some_and(|p| p.result.is_ok()))
-                })
-            })
-            .unwrap_or(schemes[0])
-    };
-    let host = HostTargets::detect();
-    // The variant names the fragments ask about (nvml, rsmi, pmix), to describe each build.
-    let mut asked: Vec<String> = Vec::new();
-    for frags in f.variants.values() {
-        for frag in frags {
-            if let Ok(q) = Query::parse(&format!("slurm {frag}")) {
-                for (k, req) in &q.variants {
-                    if matches!(req, VariantReq::Bool(_)) && !asked.contains(k) {
-                        asked.push(k.clone());
-                    }
-                }
-            }
-        }
-    }
-
-    let mut cells = Vec::new();
-    for s in &slurms {
-        for t in &toolchains {
-            let mut caches: Vec<CacheStatus> = Vec::new();
-            let mut variants = BTreeMap::new();
-            let mut builds: Vec<SlurmBuild> = Vec::new();
-            let mut runtime: Vec<String> = Vec::new();
-            let scheme = scheme_of(s, t);
-            for v in Variant::ALL {
-                let urls = urls_of(s, t, v, scheme);
-                let probed: Vec<&Probe> = urls.iter().filter_map(|c| by_url(&c.url)).collect();
-                for p in &probed {
-                    if !caches.iter().any(|c| c.url == p.cache.url) {
-                        caches.push(CacheStatus {
-                            name: p.cache.name.clone(),
-                            url: p.cache.url.clone(),
-                            available: p.result.is_ok(),
-                            error: p.result.as_ref().err().cloned(),
-                        });
-                    }
-                }
-                let ok: Vec<&Catalog> = probed
-                    .iter()
-                    .filter_map(|p| p.result.as_ref().ok())
-                    .collect();
-                if ok.is_empty() {
-                    let reason = probed
-                        .iter()
-                        .find_map(|p| {
-                            p.result
-                                .as_ref()
-                                .err()
-                                .map(|e| format!("{}: {e}", p.cache.name))
-                        })
-                        .unwrap_or_else(|| "no cache".into());
-                    variants.insert(v, Offer::Unavailable { reason });
-                    continue;
-                }
-                let catalog = Catalog::merge(&ok);
-                let offer = match pick_build(&catalog, &f.slurm_queries(s, t, v), &host) {
-                    Ok(Some((query, e))) => Offer::Available {
-                        version: e.spec.version.clone(),
-                        hash: e.spec.hash.clone(),
-                        cache: catalog.mirrors[e.mirror].name.clone(),
-                        query,
-                    },
-                    Ok(None) => Offer::Missing,
-                    Err(e) => Offer::Error {
-                        reason: one_line(&e.to_string()),
-                    },
-                };
-                variants.insert(v, offer);
-                let any_slurm = matrix_query(&SlurmFactory::cell_query(s, t))?;
-                for e in catalog.matching(&any_slurm, false) {
-                    if builds.iter().any(|b| b.hash == e.spec.hash) {
-                        continue;
-                    }
-                    builds.push(SlurmBuild {
-                        version: e.spec.version.clone(),
-                        hash: e.spec.hash.clone(),
-                        cache: catalog.mirrors[e.mirror].name.clone(),
-                        variants: asked
-                            .iter()
-                            .filter_map(|k| {
-                                e.spec
-                                    .variants
-                                    .get(k)
-                                    .map(|val| crate::buildcache::catalog::format_variant(k, val))
-                            })
-                            .collect(),
-                    });
-                }
-                let rt = matrix_query(&SlurmFactory::runtime_query(t))?;
-                for e in catalog.matching(&rt, false) {
-                    if !runtime.contains(&e.spec.version) {
-                        runtime.push(e.spec.version.clone());
-                    }
-                }
-            }
-            let unavailable = if caches.iter().all(|c| !c.available) {
-                caches
-                    .iter()
-                    .find_map(|c| c.error.as_ref().map(|e| format!("{}: {e}", c.name)))
-            } else {
-                None
-            };
-            cells.push(Cell {
-                toolchain: os_tc.map(|o| o.name.clone()),
-                scheme: scheme.map(|sc| sc.name.clone()),
-                slurm: s.version.clone(),
-                compiler: t.gcc.clone(),
-                glibc: t.glibc.clone(),
-                distros: t.distros.clone(),
-                available: variants
-                    .values()
-                    .any(|o| matches!(o, Offer::Available { .. })),
-                unavailable,
-                caches,
-                variants,
-                builds,
-                gcc_runtime: runtime,
-            });
-        }
-    }
+    let matrix = Matrix::new(
+        &f,
+        &base,
+        args.slurm_version.as_deref(),
+        args.compiler_version.as_deref(),
+        args.toolchain.as_deref(),
+    )?;
+    let probes = probe(ctx, matrix.caches(), args.jobs.unwrap_or(4)).await;
+    let cells = matrix.cells(&probes, &HostTargets::detect())?;
     if ctx.out.json {
         ctx.out.json(&cells)?;
         return Ok(());
@@ -440,12 +178,12 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
                 warn!("{refusal}");
             }
         }
-        let owned = as_gcc_toolchain(os_tc);
+        let owned = os_tc.as_toolchain();
         // The schemes in order: the first whose caches answer serves the cell.
         let mut tried = Vec::new();
         for scheme in &f.schemes {
             let caches = f.scheme_urls(scheme, &base, s, os_tc, variant);
-            let probes = probe_all(ctx, caches, 4).await;
+            let probes = probe(ctx, caches, 4).await;
             if probes.iter().any(|p| p.result.is_ok()) {
                 info!(
                     "Slurm Factory: toolchain {} served by scheme {}",
@@ -470,7 +208,7 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
         ),
     }
     let caches = f.cache_urls(&base, s, t, variant);
-    let probes = probe_all(ctx, caches, 4).await;
+    let probes = probe(ctx, caches, 4).await;
     install_from(ctx, args, &f, s, t, variant, &base, probes).await
 }
 
@@ -494,15 +232,7 @@ async fn install_from(
             );
         }
     }
-    let statuses: Vec<CacheStatus> = probes
-        .iter()
-        .map(|p| CacheStatus {
-            name: p.cache.name.clone(),
-            url: p.cache.url.clone(),
-            available: p.result.is_ok(),
-            error: p.result.as_ref().err().cloned(),
-        })
-        .collect();
+    let statuses: Vec<CacheStatus> = probes.iter().map(Probe::status).collect();
     let ok: Vec<&Probe> = probes.iter().filter(|p| p.result.is_ok()).collect();
     let build_on_miss = args.build_on_miss && !args.dry_run;
     if ok.is_empty() && !build_on_miss {
@@ -564,27 +294,12 @@ async fn install_from(
         short(&slurm_hash),
         catalog.mirrors[entry.mirror].name
     );
-    // The GCC runtime: Slurm's own when its closure has one, else the toolchain's from the caches.
-    let closure_has_runtime = catalog
-        .closure(&slurm_hash)?
-        .iter()
-        .any(|n| n.name == "gcc-runtime");
-    let mut install_queries = Vec::new();
-    if !closure_has_runtime {
-        let rq = SlurmFactory::runtime_query(t);
-        let parsed = Query::parse(&rq).map_err(|e| Failure::usage(e.to_string()))?;
-        match catalog.best_match(&parsed, &host) {
-            Ok(_) => install_queries.push(rq),
-            Err(e) => info!("no GCC runtime installed besides Slurm's closure: {e}"),
-        }
-    }
-    install_queries.push(query.clone());
     let install_mirrors = MirrorArgs {
         mirrors: catalog.mirrors.iter().map(|m| m.url.clone()).collect(),
     };
     let request = InstallRequest {
         spack_lock: None,
-        queries: install_queries,
+        queries: install_queries(&catalog, t, &query, &slurm_hash, &host)?,
         mirrors: &install_mirrors,
         root: &args.root,
         projection: None,
@@ -655,23 +370,4 @@ fn report(ctx: &Context, out: SlurmInstallOutput<'_>, done: &Installed) -> CmdRe
         }
     }
     Ok(())
-}
-
-/// An OS toolchain as the GCC toolchain its builds are queried by.
-fn as_gcc_toolchain(o: &OsToolchain) -> Toolchain {
-    Toolchain {
-        gcc: o.gcc.clone(),
-        glibc: o.glibc.clone(),
-        distros: vec![],
-        note: Some(o.name.clone()),
-    }
-}
-
-/// A query made from the Slurm Factory matrix (checked when the matrix was loaded).
-fn matrix_query(q: &str) -> Result<Query, Failure> {
-    Query::parse(q).map_err(|e| {
-        Failure::usage(format!(
-            "[slurm_factory]: the matrix makes the query `{q}`, which does not parse ({e}); fix the versions in the config"
-        ))
-    })
 }

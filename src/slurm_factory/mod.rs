@@ -2,10 +2,13 @@
 //! of the caches, all of it data (the embedded `default.toml`, overridable by the config file's
 //! `[slurm_factory]` table).
 //!
-//! Pure: no I/O except reading the host's glibc version ([`glibc::host_glibc`]).
+//! Pure but for reading the host (glibc version, os-release) and [`probe`], which reads the
+//! caches' indexes; [`matrix`] makes `slurm list`'s cells from what the probes read.
 
 pub mod glibc;
+pub mod matrix;
 pub mod os;
+pub mod probe;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -384,12 +387,7 @@ impl SlurmFactory {
         variant: Variant,
     ) -> Vec<CacheUrl> {
         let base = base.trim_end_matches('/');
-        let gcc = Toolchain {
-            gcc: tc.gcc.clone(),
-            glibc: tc.glibc.clone(),
-            distros: vec![],
-            note: None,
-        };
+        let gcc = tc.as_toolchain();
         unique_caches(
             base,
             scheme.templates.iter().map(|t| {
@@ -472,6 +470,36 @@ pub fn pick_build<'c>(
         }
     }
     Ok(None)
+}
+
+/// What `slurm install` installs for the picked Slurm build (`query`, hash `slurm_hash`): the
+/// toolchain's GCC runtime first when Slurm's closure has none and the caches have one, then
+/// Slurm itself.
+pub fn install_queries(
+    catalog: &Catalog,
+    tc: &Toolchain,
+    query: &str,
+    slurm_hash: &str,
+    host: &HostTargets,
+) -> Result<Vec<String>, BuildcacheError> {
+    let closure_has_runtime = catalog
+        .closure(slurm_hash)?
+        .iter()
+        .any(|n| n.name == "gcc-runtime");
+    let mut queries = Vec::new();
+    if !closure_has_runtime {
+        let rq = SlurmFactory::runtime_query(tc);
+        let parsed = Query::parse(&rq).map_err(|e| BuildcacheError::Malformed {
+            what: format!("query `{rq}`"),
+            reason: e.to_string(),
+        })?;
+        match catalog.best_match(&parsed, host) {
+            Ok(_) => queries.push(rq),
+            Err(e) => tracing::info!("no GCC runtime installed besides Slurm's closure: {e}"),
+        }
+    }
+    queries.push(query.to_string());
+    Ok(queries)
 }
 
 /// Merge the user's table into the defaults: a key replaces the default's, except `variants`,

@@ -23,6 +23,18 @@ pub struct OsToolchain {
     pub glibc: String,
 }
 
+impl OsToolchain {
+    /// The GCC toolchain its builds are queried by (`%gcc@…`).
+    pub fn as_toolchain(&self) -> super::Toolchain {
+        super::Toolchain {
+            gcc: self.gcc.clone(),
+            glibc: self.glibc.clone(),
+            distros: vec![],
+            note: Some(self.name.clone()),
+        }
+    }
+}
+
 /// What the host's os-release says, as a toolchain name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Detected {

@@ -453,3 +453,123 @@ fn a_malformed_scheme_or_toolchain_is_one_line_naming_the_key() {
         assert!(!e.contains('\n'), "{e}");
     }
 }
+
+fn gcc_runtime_spec(version: &str, hash: char) -> Spec {
+    let node = serde_json::json!({
+        "name": "gcc-runtime", "version": version,
+        "arch": {"platform": "linux", "platform_os": "ubuntu24.04", "target": "x86_64"},
+        "namespace": "builtin", "parameters": {},
+        "hash": hash.to_string().repeat(32),
+    });
+    Spec::from_node(&node, 4).unwrap()
+}
+
+#[test]
+fn the_list_matrix_reads_each_cache_once_and_tells_per_variant_what_a_cell_offers() {
+    use matrix::{Matrix, Offer};
+    use probe::Probe;
+    let f = defaults();
+    let d = tempfile::tempdir().unwrap();
+    let m = Matrix::new(&f, "/base", Some("25.11"), Some("13.4.0"), None).unwrap();
+    let caches = m.caches();
+    // The legacy scheme: Slurm's cache and the compilers' cache of the cell, once each.
+    assert!(caches.len() >= 2, "{caches:?}");
+    let mut urls: Vec<&str> = caches.iter().map(|c| c.url.as_str()).collect();
+    urls.dedup();
+    assert_eq!(urls.len(), caches.len());
+    assert!(caches.iter().all(|c| c.url.starts_with("/base/")));
+    // The first cache answers with a CPU and a GPU build and a GCC runtime; the others fail.
+    let probes: Vec<Probe> = caches
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Probe {
+            cache: c.clone(),
+            result: if i == 0 {
+                Ok(catalog_of(
+                    d.path(),
+                    &c.name,
+                    vec![
+                        slurm_spec("25-11-6-1", false, 'c'),
+                        slurm_spec("25-11-6-1", true, 'g'),
+                        gcc_runtime_spec("13.4.0", 'r'),
+                    ],
+                ))
+            } else {
+                Err("HTTP 404".into())
+            },
+        })
+        .collect();
+    let host = HostTargets::detect();
+    let cells = m.cells(&probes, &host).unwrap();
+    assert_eq!(cells.len(), 1);
+    let cell = &cells[0];
+    assert_eq!(
+        (cell.slurm.as_str(), cell.compiler.as_str()),
+        ("25.11", "13.4.0")
+    );
+    assert!(cell.available);
+    assert!(cell.unavailable.is_none());
+    assert!(matches!(&cell.variants[&Variant::Default],
+        Offer::Available { hash, .. } if *hash == "c".repeat(32)));
+    assert!(matches!(&cell.variants[&Variant::Gpu],
+        Offer::Available { hash, .. } if *hash == "g".repeat(32)));
+    assert_eq!(cell.builds.len(), 2);
+    let gpu = cell
+        .builds
+        .iter()
+        .find(|b| b.hash == "g".repeat(32))
+        .unwrap();
+    assert!(
+        gpu.variants.contains(&"+nvml".to_string()),
+        "{:?}",
+        gpu.variants
+    );
+    assert_eq!(cell.gcc_runtime, ["13.4.0"]);
+    assert!(cell.caches[0].available);
+    assert!(cell.caches[1..]
+        .iter()
+        .all(|c| !c.available && c.error.as_deref() == Some("HTTP 404")));
+
+    // Every cache failing: the cell says why, with the first reason.
+    let failed: Vec<Probe> = caches
+        .iter()
+        .map(|c| Probe {
+            cache: c.clone(),
+            result: Err("connection refused".into()),
+        })
+        .collect();
+    let cells = m.cells(&failed, &host).unwrap();
+    assert!(!cells[0].available);
+    let reason = cells[0].unavailable.as_deref().unwrap();
+    assert!(reason.ends_with(": connection refused"), "{reason}");
+    assert!(cells[0]
+        .variants
+        .values()
+        .all(|o| matches!(o, Offer::Unavailable { .. })));
+}
+
+#[test]
+fn the_gcc_runtime_is_installed_first_only_when_slurms_closure_lacks_it_and_a_cache_has_it() {
+    let f = defaults();
+    let t = f.toolchain(Some("13.4.0")).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let host = HostTargets::detect();
+    let q = "slurm@25.11 %gcc@13.4.0 ~nvml ~rsmi";
+    let with_rt = catalog_of(
+        d.path(),
+        "c",
+        vec![
+            slurm_spec("25-11-6-1", false, 'c'),
+            gcc_runtime_spec("13.4.0", 'r'),
+        ],
+    );
+    assert_eq!(
+        install_queries(&with_rt, t, q, &"c".repeat(32), &host).unwrap(),
+        ["gcc-runtime@13.4.0", q]
+    );
+    let without = catalog_of(d.path(), "c", vec![slurm_spec("25-11-6-1", false, 'c')]);
+    assert_eq!(
+        install_queries(&without, t, q, &"c".repeat(32), &host).unwrap(),
+        [q]
+    );
+}
