@@ -325,6 +325,18 @@ pub struct PublishArgs {
     /// Also publish link/run dependencies that DEST lacks, from the same install root.
     #[arg(long)]
     pub with_deps: bool,
+    /// Also pack files added or changed since the install (listed first; files that look like
+    /// secret keys still need --include-private).
+    #[arg(long)]
+    pub include_untracked: bool,
+    /// Pack this file (or directory) although it is not world-readable or looks like a secret
+    /// key: the tarball makes it readable by everyone who reads the cache. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub include_private: Vec<PathBuf>,
+    /// List what would be packed of each prefix and why each other file is left out; write
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Prefixes packed at once (default: the number of cores).
     #[arg(short, long, value_name = "N")]
     pub jobs: Option<usize>,

@@ -619,3 +619,251 @@ fn spec_manifests_or_empty(cache: &Path) -> Vec<PathBuf> {
         Vec::new()
     }
 }
+
+/// The member names of every tarball blob of a v3 cache whose prefix is `name-…`, relative to
+/// that prefix.
+fn packed_members(cache: &Path, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![cache.join("blobs")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let o = Command::new("tar").arg("-tzf").arg(&p).output().unwrap();
+            if !o.status.success() {
+                continue; // not a tarball (spec, key, index blobs)
+            }
+            let marker = format!("/{name}-");
+            for line in String::from_utf8_lossy(&o.stdout).lines() {
+                if let Some(i) = line.find(&marker) {
+                    if let Some((_, rel)) = line[i + 1..].split_once('/') {
+                        out.push(rel.trim_end_matches('/').to_string());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn left_out(plan: &Value, name: &str) -> Vec<(String, String)> {
+    let e = plan["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {plan}"));
+    e["left_out"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["path"].as_str().unwrap().to_string(),
+                l["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn publish_packs_only_what_was_installed_and_never_a_private_file_unasked() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::trusting();
+    let t = tempfile::tempdir().unwrap();
+    let a = installed_root(&home, t.path(), "a");
+    let greet = prefix_of(&a, "greet");
+    let chmod = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    // What a running cluster leaves in a prefix after the install.
+    std::fs::create_dir_all(greet.join("etc/munge")).unwrap();
+    std::fs::write(greet.join("etc/munge/munge.key"), [7u8; 128]).unwrap();
+    chmod(&greet.join("etc/munge/munge.key"), 0o600);
+    chmod(&greet.join("etc/munge"), 0o700);
+    std::fs::write(greet.join("etc/slurm.conf"), "ClusterName=test\n").unwrap();
+    std::fs::write(
+        greet.join("share/site.pem"),
+        "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(greet.join("var/run")).unwrap();
+    let _socket =
+        std::os::unix::net::UnixListener::bind(greet.join("var/run/munge.socket")).unwrap();
+    let fifo = std::ffi::CString::new(s(&greet.join("share/greet/events.fifo"))).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    // An installed file changed, and one made private.
+    std::fs::write(greet.join("share/greet/message.txt"), "edited by hand\n").unwrap();
+    chmod(&greet.join("share/greet/paths.txt"), 0o600);
+
+    let dest = t.path().join("dest");
+    let key = fx(SECRET);
+    let base = [s(&greet), "--with-deps", "--to", s(&dest), "--key", s(&key)];
+    // --dry-run: per prefix what is packed and why the rest is left out; nothing written.
+    let mut args = base.to_vec();
+    args.extend(["--dry-run", "--json"]);
+    let o = publish(&home, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!dest.exists(), "a dry run wrote {dest:?}");
+    let plan: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let lo = left_out(&plan, "greet");
+    let want = [
+        ("etc", "untracked"),
+        ("share/greet/events.fifo", "special"),
+        ("share/greet/message.txt", "changed"),
+        // A hard link of paths.txt: the same inode, private too.
+        ("share/greet/paths-hardlink.txt", "private"),
+        ("share/greet/paths.txt", "private"),
+        ("share/site.pem", "untracked"),
+        ("var", "untracked"),
+    ];
+    for (p, r) in want {
+        assert!(
+            lo.contains(&(p.to_string(), r.to_string())),
+            "{p} ({r}) not left out: {lo:?}"
+        );
+    }
+    assert_eq!(lo.len(), want.len(), "{lo:?}");
+    let e = plan["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "greet")
+        .unwrap();
+    assert_eq!(e["tracking"], "receipt");
+    assert!(e["packed"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("bin/greet")));
+    // The human form names each path left out with its reason.
+    let mut args = base.to_vec();
+    args.push("--dry-run");
+    let o = publish(&home, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("  leave etc/: added after the install"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("  pack  bin/greet\n"), "{}", stdout(&o));
+
+    // The publish packs exactly that and says so in one warning per kind.
+    let o = publish(&home, &base);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("left out 4 path(s) added or changed since the install: etc, share/greet/message.txt, share/site.pem, var"),
+        "{err}"
+    );
+    assert!(
+        err.contains("private or secret-looking path(s): share/greet/paths-hardlink.txt, share/greet/paths.txt"),
+        "{err}"
+    );
+    let members = packed_members(&dest, "greet-2.1.0");
+    assert!(members.iter().any(|m| m == "bin/greet"), "{members:?}");
+    for gone in [
+        "etc",
+        "var",
+        "share/site.pem",
+        "share/greet/message.txt",
+        "share/greet/paths.txt",
+        "share/greet/events.fifo",
+    ] {
+        assert!(
+            !members
+                .iter()
+                .any(|m| m == gone || m.starts_with(&format!("{gone}/"))),
+            "{gone} was packed: {members:?}"
+        );
+    }
+    check_no_lock_files(&dest);
+    // What was published installs and runs elsewhere.
+    let b = t.path().join("b");
+    let o = home.run(&["install", "greet", "--mirror", s(&dest), "--root", s(&b)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b_greet = prefix_of(&b, "greet");
+    assert!(b_greet.join("bin/greet").is_file());
+    assert!(!b_greet.join("share/greet/message.txt").exists());
+    assert!(!b_greet.join("etc").exists());
+
+    // --include-untracked: added files travel, but never a private one or a secret-looking
+    // one unless named; sockets and fifos never.
+    let dest2 = t.path().join("dest2");
+    let mut args = vec![
+        s(&greet),
+        "--with-deps",
+        "--to",
+        s(&dest2),
+        "--unsigned",
+        "--include-untracked",
+    ];
+    args.extend(["--dry-run", "--json"]);
+    let plan: Value = serde_json::from_str(&stdout(&publish(&home, &args))).unwrap();
+    let lo = left_out(&plan, "greet");
+    let want = [
+        ("etc/munge", "private"),
+        ("share/greet/events.fifo", "special"),
+        ("share/greet/paths-hardlink.txt", "private"),
+        ("share/greet/paths.txt", "private"),
+        ("share/site.pem", "secret"),
+        ("var/run/munge.socket", "special"),
+    ];
+    for (p, r) in want {
+        assert!(
+            lo.contains(&(p.to_string(), r.to_string())),
+            "{p} ({r}): {lo:?}"
+        );
+    }
+    assert_eq!(lo.len(), want.len(), "{lo:?}");
+    let site_pem = greet.join("share/site.pem");
+    args.truncate(args.len() - 2);
+    args.extend(["--include-private", s(&site_pem)]);
+    let o = publish(&home, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("packing 1 private path(s) named by --include-private"),
+        "{}",
+        stderr(&o)
+    );
+    let members = packed_members(&dest2, "greet-2.1.0");
+    for m in [
+        "etc/slurm.conf",
+        "share/site.pem",
+        "share/greet/message.txt",
+    ] {
+        assert!(
+            members.iter().any(|x| x == m),
+            "{m} not packed: {members:?}"
+        );
+    }
+    assert!(
+        !members.iter().any(|m| m.starts_with("etc/munge")),
+        "{members:?}"
+    );
+
+    // A path that names nothing being published: one line, exit 2, nothing written.
+    let dest3 = t.path().join("dest3");
+    let o = publish(
+        &home,
+        &[
+            s(&greet),
+            "--with-deps",
+            "--to",
+            s(&dest3),
+            "--unsigned",
+            "--include-private",
+            "/etc/hostname",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let errs = error_lines(&o);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("--include-private /etc/hostname: not inside any prefix being published"),
+        "{errs:?}"
+    );
+    assert!(!dest3.exists());
+}

@@ -2,13 +2,17 @@
 
 use crate::buildcache::writer::{CacheWriter, Signer, WriterError};
 use crate::cli::{PublishArgs, UpdateIndexArgs};
-use crate::publish::{self, PublishError, PublishOptions};
+use crate::publish::{self, PublishError, PublishOptions, SelectOptions};
 
 use super::{exit, CmdResult, Context, Failure};
 
 impl From<PublishError> for Failure {
     fn from(e: PublishError) -> Failure {
-        Failure::new(exit::FAILURE, e.to_string())
+        let code = match &e {
+            PublishError::IncludePrivate { .. } => exit::USAGE,
+            _ => exit::FAILURE,
+        };
+        Failure::new(code, e.to_string())
     }
 }
 
@@ -39,14 +43,27 @@ pub async fn run(ctx: &Context, a: &PublishArgs) -> CmdResult {
     if let Some(s) = signer {
         writer = writer.with_signer(s);
     }
+    let mut include_private = Vec::new();
+    for p in &a.include_private {
+        let abs = std::path::absolute(p)
+            .map_err(|e| Failure::usage(format!("--include-private {}: {e}", p.display())))?;
+        include_private.push(abs.components().collect());
+    }
     let mut opts = PublishOptions {
         force: a.force,
         no_index: a.no_index,
         with_deps: a.with_deps,
+        select: SelectOptions {
+            include_untracked: a.include_untracked,
+            include_private,
+        },
         ..PublishOptions::default()
     };
     if let Some(j) = a.jobs {
         opts.jobs = j.max(1);
+    }
+    if a.dry_run {
+        return dry_run(ctx, &writer, a, &opts).await;
     }
     let report = publish::publish(&writer, &a.prefixes, &opts).await?;
     if ctx.global.json {
@@ -80,6 +97,53 @@ pub async fn run(ctx: &Context, a: &PublishArgs) -> CmdResult {
             report.destination, report.published, report.skipped, a.to
         ))?,
     }
+    Ok(())
+}
+
+/// `publish --dry-run`: per prefix, what would be packed and why each other path is left out.
+async fn dry_run(
+    ctx: &Context,
+    writer: &CacheWriter,
+    a: &PublishArgs,
+    opts: &PublishOptions,
+) -> CmdResult {
+    let plan = publish::plan(writer, &a.prefixes, opts).await?;
+    if ctx.global.json {
+        ctx.out.json(&plan)?;
+        return Ok(());
+    }
+    for e in &plan.entries {
+        let what = format!(
+            "{}@{} /{}",
+            e.name,
+            e.version,
+            &e.hash[..e.hash.len().min(7)]
+        );
+        let status = if e.present && !a.force {
+            ", already in the destination: would be skipped (use --force to rewrite)"
+        } else {
+            ""
+        };
+        ctx.out.line(format!(
+            "{what} {}: {} file(s) and link(s) would be packed, {} path(s) left out{status}",
+            e.prefix,
+            e.selection.packed.len(),
+            e.selection.left_out.len()
+        ))?;
+        for p in &e.selection.packed {
+            ctx.out.line(format!("  pack  {p}"))?;
+        }
+        for l in &e.selection.left_out {
+            let slash = if l.dir { "/" } else { "" };
+            ctx.out.line(format!(
+                "  leave {}{slash}: {}",
+                l.path,
+                l.reason.describe()
+            ))?;
+        }
+    }
+    ctx.out
+        .line(format!("dry run: nothing written to {}", plan.destination))?;
     Ok(())
 }
 

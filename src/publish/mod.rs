@@ -3,6 +3,7 @@
 //! all blobs, then the manifests (dependencies first), then the signing key, then the index,
 //! merged with what the destination already has through conditional writes.
 
+pub mod select;
 pub mod source;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -17,6 +18,7 @@ use crate::buildcache::writer::{
     BuildInfoInputs, CacheWriter, EntryOptions, StagedEntry, WriterError, WrittenEntry,
 };
 
+pub use select::{LeftOut, Reason, SelectOptions, Selection, Tracking};
 pub use source::{find_root, load_source, read_specfile, InstalledRoot, Source, SourceKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,10 @@ pub enum PublishError {
         are: &'static str,
         them: &'static str,
     },
+    #[error("--include-private {}: {reason}; name a file or directory inside a prefix being published", path.display())]
+    IncludePrivate { path: PathBuf, reason: String },
+    #[error("cannot check the files of the prefixes: {0}")]
+    Task(String),
     #[error(transparent)]
     Writer(#[from] WriterError),
     #[error(transparent)]
@@ -60,6 +66,8 @@ pub struct PublishOptions {
     pub with_deps: bool,
     /// Prefixes packed at once (default: the number of cores).
     pub jobs: usize,
+    /// Which files of each prefix travel (installed ones only, unless told otherwise).
+    pub select: SelectOptions,
 }
 
 impl Default for PublishOptions {
@@ -69,6 +77,7 @@ impl Default for PublishOptions {
             no_index: false,
             with_deps: false,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            select: SelectOptions::default(),
         }
     }
 }
@@ -91,6 +100,10 @@ pub struct EntryReport {
     pub spec_digest: String,
     /// Whether this run signed the manifest (`false` for skipped entries).
     pub signed: bool,
+    /// What the prefix's files were checked against.
+    pub tracking: Tracking,
+    /// Paths of the prefix that were not packed, with the reason.
+    pub left_out: Vec<LeftOut>,
 }
 
 /// The index after publishing.
@@ -260,6 +273,160 @@ pub fn buildinfo_inputs(
     Ok(inputs)
 }
 
+/// What to pack of each source (in order), decided on a blocking thread (it hashes files), and
+/// every `--include-private` path checked to be inside one of them.
+pub async fn select_all(
+    sources: &[Source],
+    opts: &SelectOptions,
+) -> Result<Vec<Selection>, PublishError> {
+    for named in &opts.include_private {
+        let inside = sources.iter().any(|s| named.starts_with(&s.prefix));
+        let reason = if std::fs::symlink_metadata(named).is_err() {
+            Some("no such file")
+        } else if !inside {
+            Some("not inside any prefix being published")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(PublishError::IncludePrivate {
+                path: named.clone(),
+                reason: reason.into(),
+            });
+        }
+    }
+    let prefixes: Vec<PathBuf> = sources.iter().map(|s| s.prefix.clone()).collect();
+    let opts = opts.clone();
+    tokio::task::spawn_blocking(move || {
+        prefixes
+            .iter()
+            .map(|p| select::select(p, &opts))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| PublishError::Task(e.to_string()))?
+}
+
+/// The warnings of a selection: one line per kind of path left out or packed on request.
+fn selection_warnings(what: &str, sel: &Selection) -> Vec<String> {
+    let list = |paths: Vec<&str>| {
+        const SHOWN: usize = 20;
+        let more = paths.len().saturating_sub(SHOWN);
+        let mut s = paths.into_iter().take(SHOWN).collect::<Vec<_>>().join(", ");
+        if more > 0 {
+            s.push_str(&format!(" and {more} more (--dry-run lists them all)"));
+        }
+        s
+    };
+    let of = |reasons: &[Reason]| -> Vec<&str> {
+        sel.left_out
+            .iter()
+            .filter(|l| reasons.contains(&l.reason))
+            .map(|l| l.path.as_str())
+            .collect()
+    };
+    let mut out = Vec::new();
+    let untracked = of(&[Reason::Untracked, Reason::Changed]);
+    if !untracked.is_empty() {
+        out.push(format!(
+            "{what}: left out {} path(s) added or changed since the install: {} (--include-untracked packs them)",
+            untracked.len(),
+            list(untracked)
+        ));
+    }
+    let private = of(&[Reason::Private, Reason::Secret]);
+    if !private.is_empty() {
+        out.push(format!(
+            "{what}: left out {} private or secret-looking path(s): {} (a tarball makes them readable by everyone; --include-private PATH packs one)",
+            private.len(),
+            list(private)
+        ));
+    }
+    let special = of(&[Reason::Special]);
+    if !special.is_empty() {
+        out.push(format!(
+            "{what}: left out {} socket(s), fifo(s) or device node(s): {}",
+            special.len(),
+            list(special)
+        ));
+    }
+    if !sel.untracked_packed.is_empty() {
+        out.push(format!(
+            "{what}: packing {} path(s) added or changed since the install (--include-untracked): {}",
+            sel.untracked_packed.len(),
+            list(sel.untracked_packed.iter().map(String::as_str).collect())
+        ));
+    }
+    if !sel.private_packed.is_empty() {
+        out.push(format!(
+            "{what}: packing {} private path(s) named by --include-private, readable by everyone who reads the cache: {}",
+            sel.private_packed.len(),
+            list(sel.private_packed.iter().map(String::as_str).collect())
+        ));
+    }
+    if sel.tracking == Tracking::None {
+        out.push(format!(
+            "{what}: no install record (neither an sf-cache receipt nor .spack/install_manifest.json): every world-readable file of the prefix is packed"
+        ));
+    }
+    out
+}
+
+/// One prefix of a dry run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedEntry {
+    pub name: String,
+    pub version: String,
+    pub hash: String,
+    pub prefix: String,
+    /// Pulled in by `--with-deps`.
+    pub dependency: bool,
+    /// The destination has it already (published again only with --force).
+    pub present: bool,
+    #[serde(flatten)]
+    pub selection: Selection,
+}
+
+/// What [`plan`] found (the `--dry-run` report).
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishPlan {
+    pub destination: String,
+    pub entries: Vec<PlannedEntry>,
+    pub warnings: Vec<String>,
+}
+
+/// A dry run: the prefixes a publish would pack and, for each, what it would pack and leave out.
+/// Reads the destination (what it has), writes nothing.
+pub async fn plan(
+    writer: &CacheWriter,
+    prefixes: &[PathBuf],
+    opts: &PublishOptions,
+) -> Result<PublishPlan, PublishError> {
+    let (sources, _roots, deps_added) = collect(writer, prefixes, opts).await?;
+    let selections = select_all(&sources, &opts.select).await?;
+    let mut entries = Vec::new();
+    let mut warnings = Vec::new();
+    for (src, sel) in sources.iter().zip(selections) {
+        let spec = src.spec();
+        let path = layout::v3_spec_manifest(&spec.name, &spec.version, &spec.hash);
+        warnings.extend(selection_warnings(&describe(spec), &sel));
+        entries.push(PlannedEntry {
+            name: spec.name.clone(),
+            version: spec.version.clone(),
+            hash: spec.hash.clone(),
+            prefix: src.prefix.display().to_string(),
+            dependency: deps_added.contains(&spec.hash),
+            present: writer.store().exists(&path).await?,
+            selection: sel,
+        });
+    }
+    Ok(PublishPlan {
+        destination: writer.store().display_url(),
+        entries,
+        warnings,
+    })
+}
+
 /// Dependencies first (among the entries being published), otherwise in the given order.
 fn dependency_order(sources: &[Source]) -> Vec<usize> {
     let pos: HashMap<&str, usize> = sources
@@ -314,25 +481,32 @@ pub async fn publish(
             warnings.push(msg);
         }
     }
+    let selections = select_all(&sources, &opts.select).await?;
     let mut jobs_in = Vec::with_capacity(sources.len());
-    for s in &sources {
+    for (s, sel) in sources.iter().zip(&selections) {
+        for w in selection_warnings(&describe(s.spec()), sel) {
+            warn!("{w}");
+            warnings.push(w);
+        }
         let inputs = buildinfo_inputs(s, &roots[s.root], &mut warnings)?;
-        jobs_in.push((s.prefix.clone(), inputs));
+        let mut exclude = sel.excluded();
+        exclude.extend([
+            crate::install::receipt::RECEIPT_FILE.to_string(),
+            crate::install::receipt::FILES_FILE.to_string(),
+        ]);
+        jobs_in.push((s.prefix.clone(), inputs, exclude));
     }
 
     // 1. Blobs, several prefixes at once.
     let jobs = opts.jobs.max(1);
     let force = opts.force;
     let mut staged: Vec<(usize, StagedEntry)> = stream::iter(jobs_in.into_iter().enumerate())
-        .map(|(i, (prefix, inputs))| async move {
+        .map(|(i, (prefix, inputs, exclude))| async move {
             let eo = EntryOptions {
                 buildinfo: Some(inputs),
                 buildpath: None,
                 force,
-                exclude: vec![
-                    crate::install::receipt::RECEIPT_FILE.to_string(),
-                    crate::install::receipt::FILES_FILE.to_string(),
-                ],
+                exclude,
             };
             writer.stage_entry(&prefix, &eo).await.map(|e| (i, e))
         })
@@ -384,6 +558,8 @@ pub async fn publish(
             tarball_size: e.tarball.content_length,
             spec_digest: format!("{}:{}", e.spec.checksum_algorithm, e.spec.checksum),
             signed: e.signed,
+            tracking: selections[*i].tracking,
+            left_out: selections[*i].left_out.clone(),
         })
         .collect();
     let published = report_entries

@@ -9,7 +9,7 @@
 //! archived, even if the prefix changes while it is packed. The buildinfo can be computed this way
 //! only because it is the *last* member.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -262,7 +262,7 @@ struct Walker<'a, W: Write> {
     tar: TarWriter<W>,
     matcher: PrefixMatcher,
     skip: Option<(u64, u64)>,
-    exclude: &'a [String],
+    exclude: &'a HashSet<&'a [u8]>,
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
     info: &'a mut BuildInfo,
     members: usize,
@@ -287,7 +287,7 @@ impl<W: Write> Walker<'_, W> {
     ) -> Result<(), WriterError> {
         let ft = meta.file_type();
         let key = (meta.dev(), meta.ino());
-        if self.skip == Some(key) || self.exclude.iter().any(|e| e.as_bytes() == rel) {
+        if self.skip == Some(key) || self.exclude.contains(rel) {
             return Ok(());
         }
         let listable = !(rel == b".spack" || rel.starts_with(b".spack/"));
@@ -394,8 +394,9 @@ pub fn pack_prefix(
     pack_prefix_excluding(prefix, inputs, &[], out)
 }
 
-/// [`pack_prefix`], leaving out the files named in `exclude` (paths relative to the prefix, e.g.
-/// an installer's own receipts, which describe one local install and never travel in a tarball).
+/// [`pack_prefix`], leaving out the paths named in `exclude` (relative to the prefix; a directory
+/// with everything below it), e.g. an installer's own receipts, which describe one local install
+/// and never travel in a tarball, or files created after the install.
 pub fn pack_prefix_excluding(
     prefix: &Path,
     inputs: &BuildInfoInputs,
@@ -445,11 +446,12 @@ pub fn pack_prefix_excluding(
         .ok()
         .map(|m| (m.dev(), m.ino()));
     let gz = spack_gzip(ChecksumWriter::new(out));
+    let exclude: HashSet<&[u8]> = exclude.iter().map(|e| e.as_bytes()).collect();
     let mut walker = Walker {
         tar: TarWriter { w: gz, written: 0 },
         matcher: PrefixMatcher::new(&inputs.prefixes_to_relocate()),
         skip,
-        exclude,
+        exclude: &exclude,
         hardlinks: HashMap::new(),
         info: &mut info,
         members: 0,
@@ -494,7 +496,9 @@ pub fn pack_prefix_excluding(
             let abs = dir.join(&fname);
             let erel = join(&rel, fname.as_bytes());
             if m.file_type().is_dir() {
-                subdirs.push((abs, erel));
+                if !walker.exclude.contains(erel.as_slice()) {
+                    subdirs.push((abs, erel));
+                }
                 continue;
             }
             let ename = join(&prefix_name, &erel);
