@@ -497,3 +497,98 @@ fn a_missing_bucket_or_an_empty_prefix_is_named_as_such() {
         stderr(&out)
     );
 }
+
+#[test]
+fn publish_to_s3_killed_at_any_moment_leaves_a_readable_cache_without_temporaries() {
+    let b = bucket("kill9");
+    let home = Home::trusting();
+    let t = tempfile::tempdir().unwrap();
+    let a = installed_root(&home, t.path(), "a");
+    let dest = format!("s3://{b}/cache");
+    let greet = prefix_of(&a, "greet");
+    let key = fx(SECRET);
+    // A cache that readers use…
+    let o = run(
+        &home,
+        &[
+            "publish",
+            s(&greet),
+            "--with-deps",
+            "--to",
+            &dest,
+            "--key",
+            s(&key),
+            "-q",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // …then publishers killed after each phase: packing, blobs, manifests, keys, index.
+    let names: Vec<String> = (0..3).map(|i| format!("bulk{i}")).collect();
+    let bulk = synthetic_store(t.path(), &names);
+    let ep = s3::endpoint();
+    let mut args: Vec<String> = ["--s3-endpoint", &ep, "publish"].map(String::from).to_vec();
+    args.extend(bulk.iter().map(|p| s(p).to_string()));
+    args.extend(
+        [
+            "--to",
+            &dest,
+            "--key",
+            s(&key),
+            "--force",
+            "-q",
+            "--jobs",
+            "2",
+        ]
+        .map(String::from),
+    );
+    let allowed = |k: &str| {
+        k.starts_with("cache/blobs/sha256/")
+            || k.starts_with("cache/v3/manifests/spec/")
+            || k.starts_with("cache/v3/manifests/key/")
+            || k == "cache/v3/manifests/index/index.manifest.json"
+            || k == "cache/v3/layout.json"
+    };
+    for delay_ms in [0u64, 20, 50, 100, 160, 250, 400, 600] {
+        let mut child = home
+            .std_cmd()
+            .env_remove("SF_CACHE_S3_ENDPOINT")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
+        }
+        let _ = child.wait();
+        let listed = listed(&home, &dest);
+        assert!(
+            listed.iter().any(|(n, _)| n == "greet"),
+            "after a kill at {delay_ms} ms the cache lists {listed:?}"
+        );
+        let keys = object_keys(&b, "");
+        let odd: Vec<&String> = keys.iter().filter(|k| !allowed(k)).collect();
+        assert!(odd.is_empty(), "after a kill at {delay_ms} ms: {odd:?}");
+    }
+    // A rerun completes; what was published installs.
+    let o = home
+        .std_cmd()
+        .env_remove("SF_CACHE_S3_ENDPOINT")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed = listed(&home, &dest);
+    for n in names
+        .iter()
+        .map(String::as_str)
+        .chain(["greet", "libgreet"])
+    {
+        assert!(listed.iter().any(|(l, _)| l == n), "{n} not in {listed:?}");
+    }
+    let keys = object_keys(&b, "");
+    assert!(keys.iter().all(|k| allowed(k)), "{keys:?}");
+    let root = t.path().join("b");
+    install_and_run(&home, &dest, &root, &[]);
+}
