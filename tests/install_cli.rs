@@ -226,6 +226,49 @@ fn a_root_too_long_is_refused_before_anything_is_written() {
     assert!(!root.exists(), "the root was created");
 }
 
+/// Regular files below `dir` (none when it does not exist).
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_root_too_long_is_refused_before_any_download() {
+    let server = HttpServer::start(common::fixtures_dir());
+    let home = Home::trusting();
+    let base = tempfile::Builder::new()
+        .prefix("i")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = root_of_len(base.path(), 150);
+    let mirror = format!("{}/spack-v3", server.base_url());
+    let out = install(&home, &mirror, &root, &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("install root too long"),
+        "{}",
+        stderr(&out)
+    );
+    // Only the start of the tarballs was read: nothing entered the blob cache.
+    let blobs = files_below(&home.dir.path().join("cache/blobs/sha256"));
+    assert!(blobs.is_empty(), "downloaded before refusing: {blobs:?}");
+    assert!(!root.exists(), "the root was created");
+}
+
 #[test]
 fn reinstall_is_a_no_op_and_offline_uses_the_caches() {
     let server = HttpServer::start(common::fixtures_dir());

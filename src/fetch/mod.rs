@@ -274,6 +274,80 @@ impl Fetcher {
         Err(err)
     }
 
+    /// The start of a blob, for a look before the install commits to downloading it: at least
+    /// `at_least` bytes (or the whole blob) from its first source, kept as the beginning of its
+    /// partial download so that [`Fetcher::fetch`] later resumes after them (one download in
+    /// all). Returns the file holding them (the cached blob when it is there already), or
+    /// `None` offline or without a source. The bytes are not verified yet: only a look.
+    pub async fn peek(
+        &self,
+        req: &BlobRequest,
+        at_least: u64,
+    ) -> Result<Option<PathBuf>, FetchError> {
+        let digest = normalize_digest(&req.digest)?;
+        let dest = self.cache.path_of(&digest)?;
+        if dest.is_file() {
+            return Ok(Some(dest));
+        }
+        let Some((store, rel)) = req.sources.first().filter(|_| !self.opts.offline) else {
+            return Ok(None);
+        };
+        let _shared = self.cache.lock_shared(self.opts.lock_wait).await?;
+        let _lock = self.cache.lock_digest(&digest, self.opts.lock_wait).await?;
+        if dest.is_file() {
+            return Ok(Some(dest));
+        }
+        let partial = self.cache.partial_path(&digest)?;
+        let mut have = match tokio::fs::metadata(&partial).await {
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        };
+        if have >= at_least || req.size.is_some_and(|s| have >= s) {
+            return Ok(Some(partial));
+        }
+        let os = store.get_stream(rel, have).await?;
+        let mut options = tokio::fs::OpenOptions::new();
+        options.create(true);
+        if os.offset == have {
+            options.append(true);
+        } else if os.offset == 0 {
+            // The server ignored the Range request: start the partial over.
+            options.write(true).truncate(true);
+            have = 0;
+        } else {
+            return Ok(None);
+        }
+        let mut file = options.open(&partial).await.map_err(|e| io(&partial, e))?;
+        let mut stream = os.stream;
+        while have < at_least {
+            let Some(chunk) = stream.next().await else {
+                break;
+            };
+            let chunk = chunk?;
+            if req.size.is_some_and(|s| have + chunk.len() as u64 > s) {
+                // Longer than announced: leave it to the fetch, which reports it.
+                break;
+            }
+            file.write_all(&chunk).await.map_err(|e| io(&partial, e))?;
+            have += chunk.len() as u64;
+        }
+        file.flush().await.map_err(|e| io(&partial, e))?;
+        file.sync_data().await.map_err(|e| io(&partial, e))?;
+        Ok(Some(partial))
+    }
+
+    /// Move a verified partial download into the cache.
+    async fn promote(&self, digest: &str, partial: PathBuf) -> Result<PathBuf, FetchError> {
+        let cache = self.cache.clone();
+        let d = digest.to_string();
+        tokio::task::spawn_blocking(move || cache.insert_verified(&d, &partial))
+            .await
+            .map_err(|e| FetchError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
+
     async fn download_from(
         &self,
         digest: &str,
@@ -284,11 +358,15 @@ impl Fetcher {
     ) -> Result<PathBuf, FetchError> {
         let url = store.object_url(rel);
         let partial = self.cache.partial_path(digest)?;
-        // Resume state: hash what an earlier run left behind.
+        // Resume state: hash what an earlier run (or a peek) left behind.
         let (mut hasher, mut have) = rehash_partial(&partial, size).await?;
         if have > 0 {
             tracing::debug!(url = %url, have, "resuming partial download");
             self.progress.advance(digest, have);
+            // Complete already (a peek read a small blob whole): no request at all.
+            if size == Some(have) && hex::encode(hasher.clone().finalize()) == digest {
+                return self.promote(digest, partial).await;
+            }
         }
         let mut attempt = 0u32;
         // A partial left by an earlier run may be corrupt: on a digest mismatch, start over once.
@@ -326,16 +404,7 @@ impl Fetcher {
                             actual,
                         });
                     }
-                    let cache = self.cache.clone();
-                    let d = digest.to_string();
-                    return tokio::task::spawn_blocking(move || {
-                        cache.insert_verified(&d, &partial)
-                    })
-                    .await
-                    .map_err(|e| FetchError::Io {
-                        path: PathBuf::new(),
-                        source: std::io::Error::other(e.to_string()),
-                    })?;
+                    return self.promote(digest, partial).await;
                 }
                 Ok(Err(e)) => e,
                 Err(_elapsed) => {
@@ -524,6 +593,61 @@ mod tests {
 
     fn sha(data: &[u8]) -> String {
         hex::encode(Sha256::digest(data))
+    }
+
+    #[tokio::test]
+    async fn a_peek_is_the_start_of_the_download_and_a_whole_small_blob_needs_no_second_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(src.join("b")).unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let small = b"a small blob".to_vec();
+        std::fs::write(src.join("b/big"), &big).unwrap();
+        std::fs::write(src.join("b/small"), &small).unwrap();
+        let store = Store::open(src.to_str().unwrap(), &StoreOptions::default()).unwrap();
+        let cache = BlobCache::open(tmp.path().join("cache")).unwrap();
+        let f = Fetcher::new(cache.clone(), 2, Arc::new(NoProgress));
+        let req = |data: &[u8], rel: &str| {
+            BlobRequest::new(
+                sha(data),
+                Some(data.len() as u64),
+                vec![(store.clone(), rel.to_string())],
+            )
+        };
+        // The start of the big blob lands in its partial download, not in the cache.
+        let big_req = req(&big, "b/big");
+        let p = f.peek(&big_req, 64 << 10).await.unwrap().unwrap();
+        let peeked = std::fs::read(&p).unwrap();
+        assert!(
+            peeked.len() >= 64 << 10 && peeked.len() < big.len(),
+            "{}",
+            peeked.len()
+        );
+        assert_eq!(&big[..peeked.len()], &peeked[..]);
+        assert!(!cache.contains(&sha(&big)));
+        // The fetch resumes after it and verifies the whole blob.
+        let got = f.fetch_one(&big_req).await.unwrap();
+        assert_eq!(std::fs::read(got).unwrap(), big);
+        // A blob read whole by the peek needs no second read: its source may even be gone.
+        let small_req = req(&small, "b/small");
+        f.peek(&small_req, 64 << 10).await.unwrap().unwrap();
+        std::fs::remove_file(src.join("b/small")).unwrap();
+        let got = f.fetch_one(&small_req).await.unwrap();
+        assert_eq!(std::fs::read(got).unwrap(), small);
+        // A peek of a cached blob is the blob; offline, there is nothing to peek.
+        assert_eq!(
+            f.peek(&big_req, 1).await.unwrap().unwrap(),
+            cache.path_of(&sha(&big)).unwrap()
+        );
+        let off = Fetcher::new(cache.clone(), 1, Arc::new(NoProgress)).with_options(FetchOptions {
+            offline: true,
+            ..Default::default()
+        });
+        assert!(off
+            .peek(&req(b"other", "b/other"), 1)
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
@@ -158,16 +159,7 @@ pub async fn fetch_tarballs(
     let items: Vec<(&PlanItem, &VerifiedEntry)> = plan.to_install().collect();
     let reqs: Vec<BlobRequest> = items
         .iter()
-        .map(|(_, e)| {
-            BlobRequest::new(
-                format!("{}:{}", e.tarball.algorithm, e.tarball.digest),
-                e.tarball.size,
-                vec![(
-                    catalog.mirrors[e.mirror].store.clone(),
-                    e.tarball.path.clone(),
-                )],
-            )
-        })
+        .map(|(_, e)| tarball_request(catalog, e))
         .collect();
     let paths = fetcher.fetch(reqs).await?;
     Ok(items
@@ -182,7 +174,13 @@ pub async fn fetch_tarballs(
 /// archive does not tell early (the relocation step still refuses a longer prefix).
 pub fn peek_build_prefix(tarball: &Path) -> Option<String> {
     let file = File::open(tarball).ok()?;
-    let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(64 << 10, file));
+    peek_build_prefix_from(BufReader::with_capacity(64 << 10, file))
+}
+
+/// [`peek_build_prefix`] of the start of a gzip'd tarball (a truncated one tells what its first
+/// members tell).
+pub fn peek_build_prefix_from(gzipped: impl std::io::Read) -> Option<String> {
+    let gz = flate2::read::MultiGzDecoder::new(gzipped);
     let mut archive = tar::Archive::new(gz);
     for entry in archive.entries().ok()?.take(10_000) {
         let entry = entry.ok()?;
@@ -204,13 +202,75 @@ pub fn check_prefix_lengths(
     root_dir: &Path,
     tarballs: &HashMap<String, PathBuf>,
 ) -> Result<(), InstallError> {
+    let build_prefixes: HashMap<String, Option<String>> = tarballs
+        .iter()
+        .map(|(hash, tarball)| (hash.clone(), peek_build_prefix(tarball)))
+        .collect();
+    check_lengths(plan, root_dir, &build_prefixes)
+}
+
+/// How much of a tarball [`check_prefix_lengths_early`] reads first, and at most.
+const PEEK_FIRST: u64 = 64 << 10;
+const PEEK_MAX: u64 = 1 << 20;
+
+/// The blob request of a plan item's tarball.
+fn tarball_request(catalog: &Catalog, e: &VerifiedEntry) -> BlobRequest {
+    BlobRequest::new(
+        format!("{}:{}", e.tarball.algorithm, e.tarball.digest),
+        e.tarball.size,
+        vec![(
+            catalog.mirrors[e.mirror].store.clone(),
+            e.tarball.path.clone(),
+        )],
+    )
+}
+
+/// [`check_prefix_lengths`] before the downloads: the build prefix of each package comes from
+/// the first bytes of its tarball (its first tar members name the prefix), fetched as the start
+/// of the blob's download ([`Fetcher::peek`]: the download later resumes after them). Packages
+/// whose prefix is not learnt this way (offline, a server error, an unusual archive) are
+/// checked after the download as before.
+pub async fn check_prefix_lengths_early(
+    plan: &Plan,
+    catalog: &Catalog,
+    fetcher: &Fetcher,
+    root_dir: &Path,
+) -> Result<(), InstallError> {
+    let items: Vec<(&PlanItem, &VerifiedEntry)> = plan.to_install().collect();
+    let build_prefixes: HashMap<String, Option<String>> =
+        futures_util::stream::iter(items.into_iter().map(|(item, e)| async move {
+            let req = tarball_request(catalog, e);
+            let mut old = None;
+            for at_least in [PEEK_FIRST, PEEK_MAX] {
+                let Ok(Some(path)) = fetcher.peek(&req, at_least).await else {
+                    break;
+                };
+                old = tokio::task::spawn_blocking(move || peek_build_prefix(&path))
+                    .await
+                    .ok()
+                    .flatten();
+                let read_whole = req.size.is_some_and(|s| s <= at_least);
+                if old.is_some() || read_whole {
+                    break;
+                }
+            }
+            (item.node.hash.clone(), old)
+        }))
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    check_lengths(plan, root_dir, &build_prefixes)
+}
+
+fn check_lengths(
+    plan: &Plan,
+    root_dir: &Path,
+    build_prefixes: &HashMap<String, Option<String>>,
+) -> Result<(), InstallError> {
     let root_len = root_dir.as_os_str().len();
     for (item, _) in plan.to_install() {
-        let Some(tarball) = tarballs.get(&item.node.hash) else {
-            continue;
-        };
-        let Some(old) = peek_build_prefix(tarball) else {
-            debug!("{}: build prefix not known before unpacking", label(item));
+        let Some(Some(old)) = build_prefixes.get(&item.node.hash) else {
+            debug!("{}: build prefix not known yet", label(item));
             continue;
         };
         let new_len = item.prefix.as_os_str().len();
