@@ -461,6 +461,7 @@ fn install_synthetic_slurm(home: &Home, base: &Path, root: &Path) {
     use std::os::unix::fs::PermissionsExt;
     for (rel, text) in [
         ("bin/sinfo", "#!/bin/sh\necho \"sinfo from $0\"\n"),
+        ("bin/scontrol", "#!/bin/sh\necho \"scontrol from $0\"\n"),
         ("sbin/slurmctld", "#!/bin/sh\necho \"slurmctld from $0\"\n"),
     ] {
         std::fs::write(p.join(rel), text).unwrap();
@@ -775,4 +776,111 @@ fn export_errors() {
     assert!(!out_file.exists());
     let left: Vec<_> = std::fs::read_dir(base.path()).unwrap().flatten().collect();
     assert_eq!(left.len(), 1, "only the root: {left:?}");
+}
+
+/// A CPU and a GPU build of one Slurm release installed side by side: each has its own module
+/// (`<version>` and `<version>-gpu`), `.modulerc.lua` makes the CPU one the default, the modules
+/// say how Slurm was built, one swaps the other out, and a prefix without Slurm is refused.
+#[test]
+fn cpu_and_gpu_slurm_modules_side_by_side_under_lmod() {
+    let home = Home::new();
+    let base = tempfile::tempdir_in("/tmp").unwrap();
+    let pkgs = spack_store_of(
+        base.path(),
+        &[
+            Pkg::new("cpu", "slurm", "25-11-6-1")
+                .gcc("13.4.0")
+                .variant("nvml", false)
+                .variant("rsmi", false),
+            Pkg::new("gpu", "slurm", "25-11-6-1")
+                .gcc("13.4.0")
+                .variant("nvml", true)
+                .variant("rsmi", true),
+        ],
+    );
+    let cache = base.path().join("cache");
+    let o = home.run(&[
+        "publish",
+        s(&pkgs["cpu"].prefix),
+        s(&pkgs["gpu"].prefix),
+        "--to",
+        s(&cache),
+        "--unsigned",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let root = base.path().join("root");
+    for k in ["cpu", "gpu"] {
+        let o = home.run(&[
+            "--allow-unsigned",
+            "install",
+            &format!("/{}", pkgs[k].hash),
+            "--mirror",
+            s(&cache),
+            "--root",
+            s(&root),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let mods = base.path().join("modules");
+    let v = json(&home.run(&[
+        "module",
+        "slurm",
+        "--root",
+        s(&root),
+        "--module-dir",
+        s(&mods),
+        "--json",
+    ]));
+    let mut versions: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["version"].as_str().unwrap())
+        .collect();
+    versions.sort();
+    assert_eq!(versions, ["25-11-6-1", "25-11-6-1-gpu"]);
+    let rc = std::fs::read_to_string(mods.join("slurm/.modulerc.lua")).unwrap();
+    assert!(
+        rc.contains("module_version(\"slurm/25-11-6-1\", \"default\")"),
+        "{rc}"
+    );
+    let cpu = root.join(format!("slurm-25-11-6-1-{}", pkgs["cpu"].hash));
+    let gpu = root.join(format!("slurm-25-11-6-1-{}", pkgs["gpu"].hash));
+    let show = "echo \"SLURM_ROOT=$SLURM_ROOT\"\necho \"TYPE=$SLURM_BUILD_TYPE\"\necho \"COMPILER=$SLURM_BUILD_COMPILER\"\necho \"TARGET=$SLURM_BUILD_TARGET\"\necho \"LOADED=$LOADEDMODULES\"\n";
+    let script = format!(
+        "set -e\nmodule use {m}\nmodule load slurm\n{show}echo SWAP\nmodule load slurm/25-11-6-1-gpu\n{show}",
+        m = s(&mods)
+    );
+    let out = ok(&lmod(&script, &[]));
+    let (cpu_out, gpu_out) = out.split_once("SWAP\n").unwrap();
+    let c = vars(cpu_out);
+    assert_eq!(c["SLURM_ROOT"], s(&cpu), "{out}");
+    assert_eq!(c["TYPE"], "cpu");
+    assert_eq!(c["COMPILER"], "gcc@13.4.0");
+    assert_eq!(c["TARGET"], "x86_64");
+    assert_eq!(c["LOADED"], "slurm/25-11-6-1");
+    let g = vars(gpu_out);
+    assert_eq!(g["SLURM_ROOT"], s(&gpu), "{out}");
+    assert_eq!(g["TYPE"], "gpu");
+    // One Slurm at a time.
+    assert_eq!(g["LOADED"], "slurm/25-11-6-1-gpu", "{out}");
+
+    // A prefix that holds no Slurm: Lmod refuses the load, saying what is missing.
+    let o = lmod(
+        &format!(
+            "module use {}\nmodule load slurm\necho \"ROOT=${{SLURM_ROOT-unset}}\"\n",
+            s(&mods)
+        ),
+        &[("SLURM_INSTALL_PREFIX", "/nonexistent/slurm")],
+    );
+    // Lmod wraps its messages: compare with the whitespace collapsed.
+    let text = format!("{}{}", stdout(&o), stderr(&o))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        text.contains("no /nonexistent/slurm/bin/scontrol; set SLURM_INSTALL_PREFIX"),
+        "{text}"
+    );
+    assert!(stdout(&o).contains("ROOT=unset"), "{text}");
 }

@@ -401,7 +401,8 @@ fn install_takes_the_variant_from_the_right_caches_with_a_view() {
     assert_eq!(r["already_installed"].as_array().unwrap().len(), 2, "{r:#}");
     // Without a view the module points at the prefix; --module-dir puts it elsewhere.
     assert_eq!(r["module_dir"], s(&t.path().join("mods")));
-    let text = std::fs::read_to_string(t.path().join("mods/slurm/25-11-6-1.lua")).unwrap();
+    // The GPU build has its own module, beside the CPU build's.
+    let text = std::fs::read_to_string(t.path().join("mods/slurm/25-11-6-1-gpu.lua")).unwrap();
     let gpu_prefix = root.join(format!("slurm-25-11-6-1-{}", pkgs["slurm-gpu"].hash));
     assert!(
         text.contains(&format!("\"{}\"", gpu_prefix.display())),
@@ -717,7 +718,8 @@ fn install_builds_slurm_on_a_miss() {
         "{said} does not name {}",
         prefix.display()
     );
-    let module = root.join("modules/slurm/24.11.lua");
+    // A GPU build: its module is `<version>-gpu`.
+    let module = root.join("modules/slurm/24.11-gpu.lua");
     let text = std::fs::read_to_string(&module).unwrap();
     assert!(text.contains("family(\"workloadmanager\")"), "{text}");
     // One build, one log.

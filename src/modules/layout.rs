@@ -18,7 +18,9 @@ pub struct Layout {
 const CANDIDATES: &[(&str, &[&str])] = &[
     ("PATH", &["bin", "sbin"]),
     ("MANPATH", &["share/man", "man"]),
-    ("LD_LIBRARY_PATH", &["lib", "lib64"]),
+    // `lib/slurm` holds Slurm's plugins (dlopen'ed by path, listed for tools that look).
+    ("LD_LIBRARY_PATH", &["lib", "lib64", "lib/slurm"]),
+    ("CPATH", &["include"]),
     (
         "PKG_CONFIG_PATH",
         &["lib/pkgconfig", "lib64/pkgconfig", "share/pkgconfig"],
@@ -70,16 +72,26 @@ mod tests {
     fn lists_only_what_exists() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
-        for dir in ["bin", "sbin", "share/man/man1", "lib/pkgconfig", "lib64"] {
+        for dir in [
+            "bin",
+            "sbin",
+            "share/man/man1",
+            "lib/pkgconfig",
+            "lib64",
+            "lib/slurm",
+            "include",
+        ] {
             std::fs::create_dir_all(p.join(dir)).unwrap();
         }
         std::fs::write(p.join("lib/libslurm.so.42"), b"x").unwrap();
+        std::fs::write(p.join("lib/slurm/auth_munge.so"), b"x").unwrap();
         // lib64 without shared objects is left out of LD_LIBRARY_PATH.
         std::fs::write(p.join("lib64/readme.txt"), b"x").unwrap();
         let l = scan(p);
         assert_eq!(l.paths["PATH"], vec!["bin", "sbin"]);
         assert_eq!(l.paths["MANPATH"], vec!["share/man"]);
-        assert_eq!(l.paths["LD_LIBRARY_PATH"], vec!["lib"]);
+        assert_eq!(l.paths["LD_LIBRARY_PATH"], vec!["lib", "lib/slurm"]);
+        assert_eq!(l.paths["CPATH"], vec!["include"]);
         assert_eq!(l.paths["PKG_CONFIG_PATH"], vec!["lib/pkgconfig"]);
         assert!(l.cmake_prefix);
 
@@ -88,6 +100,7 @@ mod tests {
         let l = scan(empty.path());
         assert_eq!(l.paths["PATH"], vec!["bin"]);
         assert!(l.paths["LD_LIBRARY_PATH"].is_empty());
+        assert!(l.paths["CPATH"].is_empty());
         assert!(!l.cmake_prefix);
     }
 

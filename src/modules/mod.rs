@@ -1,14 +1,11 @@
-//! Lmod modulefiles for installed specs, and the parts that make an install tree movable.
+//! Lmod modulefiles for installed specs, and nothing else.
 //!
-//! * [`write_modules`]: render `templates/modules/*.lua.j2` (Jinja2 syntax, minijinja) for
-//!   installed packages into `<module_dir>/<name>/<version>.lua`, atomically. The templates are
-//!   embedded in the binary ([`templates`]); a directory given in [`ModuleOptions`] overrides
-//!   them file by file. Which directories a module prepends is decided here, from what exists in
-//!   the package's prefix ([`layout`]), never in the template.
-//! * [`moved`]: `sf-cache relocate`, which rewrites a moved install root (or an extracted
-//!   export) exactly as an install into that place would have.
-//! * [`export`]: `sf-cache export`, one streamed tarball with a closure's prefixes, a view, the
-//!   modules and the metadata [`moved`] needs.
+//! [`write_modules`] renders `templates/modules/*.lua.j2` (Jinja2 syntax, minijinja) for
+//! installed packages into `<module_dir>/<name>/<version>.lua` (`<version>-gpu.lua` for a GPU
+//! build, with the CPU build marked as the default in `.modulerc.lua` when both are there),
+//! atomically. The templates are embedded in the binary ([`templates`]); a directory given in
+//! [`ModuleOptions`] overrides them file by file. Which directories a module prepends is decided
+//! here, from what exists in the package's prefix ([`layout`]), never in the template.
 
 pub mod layout;
 pub mod templates;
@@ -26,6 +23,7 @@ use crate::install::root::{
     absolute_root, existing_projection, installed_in, resolve_installed, Unresolved,
 };
 use crate::install::uninstall::display_name;
+use crate::spec::{compiler_of, SpecFile, VariantValue, Version};
 
 pub use templates::Templates;
 
@@ -195,6 +193,15 @@ pub struct ModuleContext {
     pub cmake_prefix: bool,
     /// Default `SLURM_CONF` (the Slurm template).
     pub default_conf: String,
+    /// The compiler the package was built with (`gcc@13.3.0`), when its spec says.
+    pub build_compiler: Option<String>,
+    /// The target it was built for (`x86_64_v3`), when its spec says.
+    pub build_target: Option<String>,
+    /// `gpu` for a build with a GPU variant on (`+nvml`, `+rsmi`, `+cuda`, `+rocm`), else `cpu`.
+    pub build_type: String,
+    /// The module's version: the package version, with `-gpu` for a GPU build, so that both
+    /// builds of one release have their own module.
+    pub module_version: String,
     /// `sf-cache <version>`.
     pub generator: String,
     /// The template file name used.
@@ -215,9 +222,51 @@ fn arch_of(spec: &serde_json::Value) -> Option<String> {
     Some(format!("{platform}-{os}-{target}"))
 }
 
+/// Variants whose being on makes a build a GPU build.
+const GPU_VARIANTS: &[&str] = &["nvml", "rsmi", "cuda", "rocm"];
+
+/// How an installed package was built, from its `.spack/spec.json` (the whole DAG, so that a
+/// Spack 1.x compiler, a build dependency, is found with its version).
+struct Build {
+    compiler: Option<String>,
+    target: Option<String>,
+    gpu: bool,
+}
+
+fn build_of(package_prefix: &Path) -> Build {
+    let parsed = std::fs::read(package_prefix.join(".spack/spec.json"))
+        .ok()
+        .and_then(|bytes| SpecFile::parse(&bytes).ok());
+    let Some(sf) = parsed else {
+        return Build {
+            compiler: None,
+            target: None,
+            gpu: false,
+        };
+    };
+    let root = sf.root();
+    Build {
+        compiler: compiler_of(root, &|h| sf.find(h)).map(|c| format!("{}@{}", c.name, c.version)),
+        target: root.arch.as_ref().map(|a| a.target.clone()),
+        gpu: GPU_VARIANTS
+            .iter()
+            .any(|v| matches!(root.variants.get(*v), Some(VariantValue::Bool(true)))),
+    }
+}
+
+/// The module version of a build: `<version>`, or `<version>-gpu` for a GPU build.
+pub fn module_version(version: &str, gpu: bool) -> String {
+    if gpu {
+        format!("{version}-gpu")
+    } else {
+        version.to_string()
+    }
+}
+
 /// The template context of one installed package.
 pub fn module_context(package_prefix: &Path, receipt: &Receipt, prefix: &Path) -> ModuleContext {
     let l = layout::scan(package_prefix);
+    let build = build_of(package_prefix);
     ModuleContext {
         name: receipt.name.clone(),
         version: receipt.version.clone(),
@@ -231,6 +280,10 @@ pub fn module_context(package_prefix: &Path, receipt: &Receipt, prefix: &Path) -
         paths: l.paths,
         cmake_prefix: l.cmake_prefix,
         default_conf: DEFAULT_SLURM_CONF.to_string(),
+        build_compiler: build.compiler,
+        build_target: build.target,
+        build_type: if build.gpu { "gpu" } else { "cpu" }.to_string(),
+        module_version: module_version(&receipt.version, build.gpu),
         generator: format!("sf-cache {}", env!("CARGO_PKG_VERSION")),
         template: String::new(),
     }
@@ -260,7 +313,7 @@ pub fn write_modules(
         let mut ctx = module_context(prefix, receipt, &target);
         ctx.view = view.is_some();
         let text = templates.render(&mut ctx)?;
-        let path = module_path(&module_dir, &receipt.name, &receipt.version);
+        let path = module_path(&module_dir, &receipt.name, &ctx.module_version);
         if let Some((_, _, other)) = rendered.iter().find(|(w, _, _)| w.path == path) {
             return Err(ModulesError::Duplicate {
                 path,
@@ -271,7 +324,7 @@ pub fn write_modules(
         rendered.push((
             WrittenModule {
                 name: receipt.name.clone(),
-                version: receipt.version.clone(),
+                version: ctx.module_version.clone(),
                 hash: receipt.hash.clone(),
                 path,
                 prefix: target,
@@ -280,13 +333,58 @@ pub fn write_modules(
             display_name(receipt),
         ));
     }
-    let mut written = Vec::new();
+    let mut written: Vec<WrittenModule> = Vec::new();
     for (w, text, _) in rendered {
         write_public(&w.path, text.as_bytes())?;
         info!("module {} for {}@{}", w.path.display(), w.name, w.version);
         written.push(w);
     }
+    let mut names: Vec<&str> = written.iter().map(|w| w.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        write_default_marker(&module_dir, name)?;
+    }
     Ok(written)
+}
+
+/// Where a package has GPU and CPU modules side by side, mark the newest CPU one as the default
+/// in `<module_dir>/<name>/.modulerc.lua` (Lmod would otherwise take the highest version, which
+/// may be a `-gpu` one).
+fn write_default_marker(module_dir: &Path, name: &str) -> Result<(), ModulesError> {
+    let dir = module_path(module_dir, name, "x")
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| module_dir.to_path_buf());
+    let versions: Vec<String> = crate::fs::sorted_entries(&dir)
+        .map_err(io_err(&dir))?
+        .into_iter()
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            file.strip_suffix(".lua")
+                .filter(|v| !v.starts_with('.'))
+                .map(str::to_string)
+        })
+        .collect();
+    if !versions.iter().any(|v| v.ends_with("-gpu")) {
+        return Ok(());
+    }
+    let Some(default) = versions
+        .iter()
+        .filter(|v| !v.ends_with("-gpu"))
+        .max_by(|a, b| Version::parse(a).ok().cmp(&Version::parse(b).ok()))
+    else {
+        return Ok(());
+    };
+    let dir_name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = format!(
+        "-- Written by sf-cache: `module load {dir_name}` takes the CPU build; the GPU build is {dir_name}/<version>-gpu.\nmodule_version({:?}, \"default\")\n",
+        format!("{dir_name}/{default}")
+    );
+    write_public(&dir.join(".modulerc.lua"), text.as_bytes())
 }
 
 #[cfg(test)]

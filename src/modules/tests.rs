@@ -28,7 +28,13 @@ fn golden(name: &str, actual: &str) {
 
 fn context(name: &str, prefix: &str, paths: &[(&str, &[&str])], cmake: bool) -> ModuleContext {
     let mut p: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for var in ["PATH", "MANPATH", "LD_LIBRARY_PATH", "PKG_CONFIG_PATH"] {
+    for var in [
+        "PATH",
+        "MANPATH",
+        "LD_LIBRARY_PATH",
+        "PKG_CONFIG_PATH",
+        "CPATH",
+    ] {
         p.insert(var.into(), Vec::new());
     }
     for (var, dirs) in paths {
@@ -50,6 +56,10 @@ fn context(name: &str, prefix: &str, paths: &[(&str, &[&str])], cmake: bool) -> 
         paths: p,
         cmake_prefix: cmake,
         default_conf: DEFAULT_SLURM_CONF.into(),
+        build_compiler: Some("gcc@13.3.0".into()),
+        build_target: Some("x86_64_v3".into()),
+        build_type: "cpu".into(),
+        module_version: "25.11.0".into(),
         generator: "sf-cache (test)".into(),
         template: String::new(),
     }

@@ -386,6 +386,12 @@ pub fn spack_store_of(dir: &Path, pkgs: &[Pkg]) -> std::collections::BTreeMap<St
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if p.name == "slurm" {
+            // What the Slurm module checks for before it loads.
+            let scontrol = prefix.join("bin/scontrol");
+            std::fs::write(&scontrol, "#!/bin/sh\necho scontrol\n").unwrap();
+            std::fs::set_permissions(&scontrol, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         installs.insert(
             hash.clone(),
             json!({"spec": {}, "path": prefix.to_str().unwrap(), "installed": true}),

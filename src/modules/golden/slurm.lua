@@ -14,18 +14,25 @@ whatis("Arch: linux-ubuntu24.04-x86_64")
 whatis("Description: Slurm workload manager: client commands, daemons, libraries")
 
 help([==[
-Slurm 25.11.0 (/abcdefg), installed by sf-cache.
+Slurm 25.11.0 (/abcdefg, cpu build), installed by sf-cache.
 
 Prefix:     /opt/slurm/software/slurm-25.11.0-abcdefg (override with SLURM_INSTALL_PREFIX)
 SLURM_ROOT: the prefix in use
 SLURM_CONF: /etc/slurm/slurm.conf unless SLURM_CONF is already set
 ]==])
 
+-- One Slurm at a time: another Slurm module (or another workload manager) is swapped out.
+conflict("slurm")
 family("workloadmanager")
 
 local prefix = os.getenv("SLURM_INSTALL_PREFIX")
 if prefix == nil or prefix == "" then
     prefix = "/opt/slurm/software/slurm-25.11.0-abcdefg"
+end
+-- Refuse a prefix without Slurm (a wrong SLURM_INSTALL_PREFIX, a tree not moved yet).
+local scontrol = pathJoin(prefix, "bin", "scontrol")
+if mode() == "load" and not isFile(scontrol) then
+    LmodError("Slurm 25.11.0: no " .. scontrol .. "; set SLURM_INSTALL_PREFIX to the directory holding Slurm's bin/ and sbin/ (now " .. prefix .. ")")
 end
 
 prepend_path("PATH", pathJoin(prefix, "bin"))
@@ -35,6 +42,9 @@ prepend_path("LD_LIBRARY_PATH", pathJoin(prefix, "lib"))
 prepend_path("PKG_CONFIG_PATH", pathJoin(prefix, "lib/pkgconfig"))
 prepend_path("CMAKE_PREFIX_PATH", prefix)
 setenv("SLURM_ROOT", prefix)
+setenv("SLURM_BUILD_COMPILER", "gcc@13.3.0")
+setenv("SLURM_BUILD_TARGET", "x86_64_v3")
+setenv("SLURM_BUILD_TYPE", "cpu")
 
 -- A SLURM_CONF set before loading wins; pushenv restores the previous state on unload.
 local conf = os.getenv("SLURM_CONF")
