@@ -374,13 +374,16 @@ pub struct SlurmListArgs {
     /// Only this Slurm release (e.g. 25.11; default: all of the matrix).
     #[arg(long, value_name = "VERSION")]
     pub slurm_version: Option<String>,
-    /// Only this GCC toolchain (e.g. 13.4.0; default: all of the matrix).
+    /// Only this GCC toolchain of the legacy GCC-keyed scheme (e.g. 13.4.0).
     #[arg(long, value_name = "VERSION")]
     pub compiler_version: Option<String>,
-    /// This OS toolchain (noble, rockylinux9, …): each cell probes the URL schemes in order and
-    /// shows which one answered.
+    /// This OS toolchain (noble, rockylinux9, …; default: the host's, from /etc/os-release, else
+    /// noble): each cell probes the URL schemes in order and shows which one answered.
     #[arg(long, value_name = "NAME", conflicts_with = "compiler_version")]
     pub toolchain: Option<String>,
+    /// The legacy GCC-keyed scheme, every GCC toolchain of the matrix.
+    #[arg(long, conflicts_with_all = ["toolchain", "compiler_version"])]
+    pub legacy: bool,
     #[command(flatten)]
     pub base: SlurmBaseArgs,
     /// Caches read at once (default: 4).
@@ -393,12 +396,12 @@ pub struct SlurmInstallArgs {
     /// Slurm release (default: 25.11, or `[slurm_factory] default_slurm_version`).
     #[arg(long, value_name = "VERSION")]
     pub slurm_version: Option<String>,
-    /// GCC toolchain Slurm was built with (default: 13.4.0, or
-    /// `[slurm_factory] default_compiler_version`).
+    /// GCC toolchain Slurm was built with, in the legacy GCC-keyed scheme (e.g. 13.4.0).
     #[arg(long, value_name = "VERSION")]
     pub compiler_version: Option<String>,
-    /// OS toolchain of the current caches (rockylinux8|9|10, jammy, noble, resolute): probes the
-    /// toolchain URL schemes in order ([slurm_factory] scheme). Excludes --compiler-version.
+    /// OS toolchain of the current caches (rockylinux8|9|10, jammy, noble, resolute; default: the
+    /// host's, from /etc/os-release, else noble): probes the toolchain URL schemes in order
+    /// ([slurm_factory] scheme). Excludes --compiler-version.
     #[arg(long, value_name = "NAME", conflicts_with = "compiler_version")]
     pub toolchain: Option<String>,
     /// Install a toolchain whose glibc is newer than the host's.

@@ -245,7 +245,14 @@ fn list_shows_what_each_cell_offers() {
     // Human output: one row per cell; unavailable cells say why in one line.
     let o = slurm(
         &home,
-        &["list", "--slurm-version", "25.11", "--base", s(&base)],
+        &[
+            "list",
+            "--legacy",
+            "--slurm-version",
+            "25.11",
+            "--base",
+            s(&base),
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
@@ -385,6 +392,8 @@ fn install_takes_the_variant_from_the_right_caches_with_a_view() {
             "install",
             "--json",
             "--gpu",
+            "--compiler-version",
+            "13.4.0",
             "--root",
             s(&root),
             "--module-dir",
@@ -427,6 +436,8 @@ fn install_takes_the_variant_from_the_right_caches_with_a_view() {
         &[
             "install",
             "--minimal",
+            "--compiler-version",
+            "13.4.0",
             "--root",
             s(&root),
             "--base",
@@ -488,7 +499,7 @@ fn version_and_variant_errors_are_usage_errors_listing_the_valid_ones() {
     // Nothing was written.
     assert!(!root.exists());
     // No cache at all: exit 1 naming the URLs and --base.
-    let o = run(&[]);
+    let o = run(&["--compiler-version", "13.4.0"]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     let e = stderr(&o);
     assert!(
@@ -603,6 +614,8 @@ minimal = "~nvml"
             "slurm",
             "install",
             "--json",
+            "--compiler-version",
+            "13.4.0",
             "--root",
             s(&root),
         ]);
@@ -626,6 +639,8 @@ minimal = "~nvml"
         "slurm",
         "install",
         "--minimal",
+        "--compiler-version",
+        "13.4.0",
         "--root",
         s(&root),
     ]);
@@ -638,7 +653,14 @@ minimal = "~nvml"
     );
     // The matrix of the config is the whole matrix.
     let mut c = home.cmd();
-    c.args(["--config", s(&config), "slurm", "list", "--json"]);
+    c.args([
+        "--config",
+        s(&config),
+        "slurm",
+        "list",
+        "--legacy",
+        "--json",
+    ]);
     let cells = json(&c.output().unwrap());
     assert_eq!(cells.as_array().unwrap().len(), 1);
     // A bad template in the config: exit 1 naming the file and the key.
@@ -916,6 +938,53 @@ fn toolchain_probes_the_three_schemes_and_refuses_a_too_new_glibc() {
     let o = install(&scheme1, "r4", "2.30", &["--force"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).contains("needs glibc 2.39"), "{}", stderr(&o));
+    // Without --toolchain (or --compiler-version): the host's, from its os-release.
+    let os_release = |name: &str, text: &str| {
+        let f = t.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        f
+    };
+    let noble = os_release(
+        "noble",
+        "ID=ubuntu\nVERSION_ID=\"24.04\"\nVERSION_CODENAME=noble\nUBUNTU_CODENAME=noble\n",
+    );
+    let o = home
+        .cmd()
+        .env("SF_CACHE_OS_RELEASE", &noble)
+        .env("SF_CACHE_HOST_GLIBC", "2.39")
+        .args(["--config", s(&config), "slurm", "install", "--json"])
+        .args(["--root", s(&t.path().join("r6")), "--base", s(&scheme1)])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json(&o)["caches"][0]["name"], "noble/spack");
+    assert!(!stderr(&o).contains("WARN"), "{}", stderr(&o));
+    let list_on = |release: &Path| {
+        home.cmd()
+            .env("SF_CACHE_OS_RELEASE", release)
+            .args(["--config", s(&config), "slurm", "list", "--json"])
+            .args(["--slurm-version", "25.11", "--base", s(&scheme1)])
+            .output()
+            .unwrap()
+    };
+    // A host of no toolchain: noble, with a note saying so and how to choose.
+    let debian = os_release("debian", "ID=debian\nVERSION_ID=\"12\"\n");
+    let o = list_on(&debian);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "no Slurm Factory toolchain for debian 12: using noble (choose with --toolchain)"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(json(&o)[0]["toolchain"], "noble");
+    let rocky8 = os_release(
+        "rocky8",
+        "ID=\"rocky\"\nID_LIKE=\"rhel\"\nVERSION_ID=\"8.10\"\n",
+    );
+    assert_eq!(json(&list_on(&rocky8))[0]["toolchain"], "rockylinux8");
+
     // An unknown toolchain: a usage error listing the valid ones.
     let o = home.run(&[
         "slurm",

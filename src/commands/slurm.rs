@@ -67,6 +67,24 @@ fn base_url(f: &SlurmFactory, flag: Option<&str>) -> String {
         .to_string()
 }
 
+/// The OS toolchain to use: `--toolchain`, else none with `--compiler-version` or `--legacy`
+/// (the legacy GCC-keyed scheme), else the host's from its os-release (noble, with a note, when
+/// the host has none of the matrix).
+fn chosen_toolchain(f: &SlurmFactory, flag: Option<&str>, legacy: bool) -> Option<String> {
+    if let Some(name) = flag {
+        return Some(name.to_string());
+    }
+    if legacy {
+        return None;
+    }
+    let text = std::fs::read_to_string(os::os_release_path()).ok();
+    let (tc, note) = f.host_toolchain(text.as_deref());
+    if let Some(note) = note {
+        warn!("{note}");
+    }
+    Some(tc.name.clone())
+}
+
 /// Read the caches' indexes (the store options, offline mode and metadata cache of `ctx`).
 async fn probe(ctx: &Context, caches: Vec<CacheUrl>, jobs: usize) -> Vec<Probe> {
     let open = |c: &CacheUrl| ctx.open_mirror(&c.url).map_err(|f| f.message);
@@ -79,12 +97,17 @@ async fn probe(ctx: &Context, caches: Vec<CacheUrl>, jobs: usize) -> Vec<Probe> 
 async fn list(ctx: &Context, args: &SlurmListArgs) -> CmdResult {
     let f = factory(ctx)?;
     let base = base_url(&f, args.base.base.as_deref());
+    let toolchain = chosen_toolchain(
+        &f,
+        args.toolchain.as_deref(),
+        args.legacy || args.compiler_version.is_some(),
+    );
     let matrix = Matrix::new(
         &f,
         &base,
         args.slurm_version.as_deref(),
         args.compiler_version.as_deref(),
-        args.toolchain.as_deref(),
+        toolchain.as_deref(),
     )?;
     let probes = probe(ctx, matrix.caches(), args.jobs.unwrap_or(4)).await;
     let cells = matrix.cells(&probes, &HostTargets::detect())?;
@@ -168,7 +191,12 @@ async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
     })?;
     let s = f.slurm_release(args.slurm_version.as_deref())?;
     let base = base_url(&f, args.base.base.as_deref());
-    if let Some(name) = &args.toolchain {
+    let toolchain = chosen_toolchain(
+        &f,
+        args.toolchain.as_deref(),
+        args.compiler_version.is_some(),
+    );
+    if let Some(name) = &toolchain {
         let os_tc = f.os_toolchain(Some(name))?;
         if let Some(host) = glibc::host_glibc() {
             if let Some(refusal) = os::refuse(&host, os_tc, &f.os_toolchains) {
