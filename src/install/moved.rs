@@ -316,7 +316,7 @@ fn check_binaries(p: &Pending, map: &PrefixMap, dir: &Path, old: &Path) -> Resul
             Err(e) => return Err(io_err(&path)(e)),
         };
         if relocate::is_elf_magic(&data) {
-            for u in elf::elf_updates(&data, map) {
+            for u in elf::elf_updates(&data[..], map) {
                 if !u.inplace() {
                     return Err(too_long(
                         &path,

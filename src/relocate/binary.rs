@@ -15,10 +15,15 @@
 
 use std::path::Path;
 
-use super::{lossy, patch_in_place, read_file, PrefixMap, RelocateError};
+use std::io::Read;
+
+use super::{lossy, patch_in_place, PrefixMap, RelocateError};
 
 /// Spack's `suffix_safety_size`.
 pub const SUFFIX_SAFETY_SIZE: usize = 7;
+
+/// How much of a binary [`relocate_binary_file`] holds at once (plus a small overlap).
+pub const WINDOW: usize = 1 << 20;
 
 /// A replacement that cannot be made (without the file name).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,11 +89,30 @@ fn binary_patches_filtered(
         return Ok(Vec::new());
     };
     let mut patches = Vec::new();
-    let mut pos = 0;
+    scan(data, 0, 0, data.len() + 1, map, re, &mut patches)?;
+    Ok(patches)
+}
+
+/// Find the matches of `data[pos..]` that start before `limit` and push their patches (offsets
+/// plus `base`, the file offset of `data[0]`). Returns where the next scan resumes: a match
+/// starting at or after `limit` may continue past the end of `data`, so it is left to the next
+/// window. Every match ends within `longest old prefix + 8` bytes of its start.
+fn scan(
+    data: &[u8],
+    base: u64,
+    mut pos: usize,
+    limit: usize,
+    map: &PrefixMap,
+    re: &regex::bytes::Regex,
+    patches: &mut Vec<(u64, Vec<u8>)>,
+) -> Result<usize, BinaryStringError> {
     while pos <= data.len() {
         let Some(found) = re.find_at(data, pos) else {
             break;
         };
+        if found.start() >= limit {
+            break;
+        }
         let Some(idx) = map.index_of(found.as_bytes()) else {
             pos = found.start() + 1;
             continue;
@@ -129,10 +153,10 @@ fn binary_patches_filtered(
                 r
             }
         };
-        patches.push((found.start() as u64, replacement));
+        patches.push((base + found.start() as u64, replacement));
         pos = end0;
     }
-    Ok(patches)
+    Ok(pos.max(limit))
 }
 
 /// Apply the replacement to a buffer in place. Returns whether anything was written.
@@ -147,13 +171,65 @@ pub fn relocate_binary_bytes(data: &mut [u8], map: &PrefixMap) -> Result<bool, B
 
 /// Relocate the strings of one binary in place (same inode and length; mode preserved).
 /// Returns whether the file changed (as Spack: any match counts).
+///
+/// The file is read in windows of [`WINDOW`] bytes that overlap by the longest old prefix plus
+/// the C-string suffix, so memory stays flat whatever the file's size; the patches are all
+/// computed before the first is written.
 pub fn relocate_binary_file(path: &Path, map: &PrefixMap) -> Result<bool, RelocateError> {
+    relocate_binary_file_windowed(path, map, WINDOW)
+}
+
+fn relocate_binary_file_windowed(
+    path: &Path,
+    map: &PrefixMap,
+    window: usize,
+) -> Result<bool, RelocateError> {
     let m = map.without_identities();
-    if m.is_empty() {
+    let Some(re) = m.alternation() else {
         return Ok(false);
+    };
+    let io = |e: std::io::Error| RelocateError::io(path, e);
+    let longest = m.entries().iter().map(|(o, _)| o.len()).max().unwrap_or(0);
+    let overlap = longest + SUFFIX_SAFETY_SIZE + 1;
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(window + overlap);
+    let mut base = 0u64;
+    let mut pos = 0usize;
+    let mut patches = Vec::new();
+    loop {
+        let mut eof = false;
+        while buf.len() < window + overlap {
+            let have = buf.len();
+            buf.resize(window + overlap, 0);
+            let n = loop {
+                match file.read(&mut buf[have..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(io(e)),
+                }
+            };
+            buf.truncate(have + n);
+            if n == 0 {
+                eof = true;
+                break;
+            }
+        }
+        let limit = if eof {
+            buf.len() + 1
+        } else {
+            buf.len() - overlap
+        };
+        let next =
+            scan(&buf, base, pos, limit, &m, re, &mut patches).map_err(|e| e.into_error(path))?;
+        if eof {
+            break;
+        }
+        let cut = next.min(buf.len());
+        buf.drain(..cut);
+        base += cut as u64;
+        pos = next - cut;
     }
-    let data = read_file(path)?;
-    let patches = binary_patches_filtered(&data, &m).map_err(|e| e.into_error(path))?;
+    drop(file);
     patch_in_place(path, &patches)?;
     Ok(!patches.is_empty())
 }
@@ -162,6 +238,43 @@ pub fn relocate_binary_file(path: &Path, map: &PrefixMap) -> Result<bool, Reloca
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// Relocating a file window by window (windows as small as one byte, so matches and
+        /// their C-string suffixes straddle every boundary) gives the bytes, and the errors,
+        /// of relocating it whole in memory.
+        #[test]
+        fn windowed_file_relocation_equals_the_in_memory_one(
+            chunks in proptest::collection::vec(
+                prop_oneof![
+                    Just(b"/old/prefix".to_vec()),
+                    Just(b"/old/pre".to_vec()),
+                    Just(b"/o/x".to_vec()),
+                    Just(vec![0u8]),
+                    proptest::collection::vec(any::<u8>(), 0..12),
+                ],
+                0..40,
+            ),
+            window in 1usize..48,
+        ) {
+            let data: Vec<u8> = chunks.concat();
+            let m = map(&[(b"/old/prefix", b"/new"), (b"/o/x", b"/n"), (b"/old/pre", b"/p/q/r/s/t")]);
+            let mut expected = data.clone();
+            let in_memory = relocate_binary_bytes(&mut expected, &m);
+            let d = tempfile::tempdir().unwrap();
+            let f = d.path().join("bin");
+            std::fs::write(&f, &data).unwrap();
+            let on_file = relocate_binary_file_windowed(&f, &m, window);
+            match (in_memory, on_file) {
+                (Ok(a), Ok(b)) => {
+                    prop_assert_eq!(a, b);
+                    prop_assert_eq!(std::fs::read(&f).unwrap(), expected);
+                }
+                (Err(_), Err(_)) => prop_assert_eq!(std::fs::read(&f).unwrap(), data),
+                (a, b) => prop_assert!(false, "in memory {:?}, on file {:?}", a, b.map_err(|e| e.to_string())),
+            }
+        }
+    }
 
     fn map(pairs: &[(&[u8], &[u8])]) -> PrefixMap {
         PrefixMap::from_pairs(pairs.iter().copied())

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use goblin::container::{Container, Ctx, Endian};
 use goblin::elf::{Elf, ProgramHeader, SectionHeader};
 
-use super::{lossy, patch_in_place, read_file, PrefixMap, RelocateError};
+use super::{lossy, patch_in_place, PrefixMap, RelocateError};
 
 const ET_EXEC: u16 = 2;
 const ET_DYN: u16 = 3;
@@ -79,17 +79,77 @@ fn c_string(buf: &[u8], start: usize) -> Option<&[u8]> {
     Some(&rest[..end])
 }
 
-fn slice(data: &[u8], off: u64, len: u64) -> Option<&[u8]> {
-    let off = usize::try_from(off).ok()?;
-    let len = usize::try_from(len).ok()?;
-    data.get(off..off.checked_add(len)?)
+/// The bytes of an ELF file by offset: a buffer, or a file read region by region (the headers,
+/// the dynamic array and the string table: never the whole file, whatever its size).
+pub trait ElfSource {
+    /// Length of the file.
+    fn size(&self) -> u64;
+    /// `len` bytes at `off`, or `None` past the end.
+    fn region(&self, off: u64, len: u64) -> Option<std::borrow::Cow<'_, [u8]>>;
+}
+
+impl ElfSource for [u8] {
+    fn size(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+    fn region(&self, off: u64, len: u64) -> Option<std::borrow::Cow<'_, [u8]>> {
+        let off = usize::try_from(off).ok()?;
+        let len = usize::try_from(len).ok()?;
+        self.get(off..off.checked_add(len)?)
+            .map(std::borrow::Cow::Borrowed)
+    }
+}
+
+impl ElfSource for Vec<u8> {
+    fn size(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+    fn region(&self, off: u64, len: u64) -> Option<std::borrow::Cow<'_, [u8]>> {
+        self.as_slice().region(off, len)
+    }
+}
+
+/// An open file as an [`ElfSource`] (positioned reads).
+pub struct FileSource<'f> {
+    file: &'f fs::File,
+    len: u64,
+}
+
+impl<'f> FileSource<'f> {
+    pub fn new(file: &'f fs::File) -> std::io::Result<FileSource<'f>> {
+        Ok(FileSource {
+            file,
+            len: file.metadata()?.len(),
+        })
+    }
+}
+
+impl ElfSource for FileSource<'_> {
+    fn size(&self) -> u64 {
+        self.len
+    }
+    fn region(&self, off: u64, len: u64) -> Option<std::borrow::Cow<'_, [u8]>> {
+        use std::os::unix::fs::FileExt;
+        if off.checked_add(len)? > self.len {
+            return None;
+        }
+        let mut buf = vec![0u8; usize::try_from(len).ok()?];
+        self.file.read_exact_at(&mut buf, off).ok()?;
+        Some(std::borrow::Cow::Owned(buf))
+    }
 }
 
 /// Parse like Spack's `parse_elf(f, interpreter, dynamic_section=True)`. `None` means Spack's
 /// parser would fail (not ELF, not ET_EXEC/ET_DYN, malformed, ambiguous rpath, …): skip the
 /// file.
-pub fn parse_elf_strings(data: &[u8], interpreter: bool) -> Option<ElfStrings> {
-    if data.len() < 16 || !super::is_elf_magic(data) {
+pub fn parse_elf_strings<S: ElfSource + ?Sized>(src: &S, interpreter: bool) -> Option<ElfStrings> {
+    if src.size() < 16 {
+        return None;
+    }
+    // The ELF header: 52 bytes (32-bit) or 64 (64-bit).
+    let head = src.region(0, src.size().min(64))?;
+    let data: &[u8] = &head;
+    if !super::is_elf_magic(data) {
         return None;
     }
     let is_64 = match data[4] {
@@ -117,13 +177,9 @@ pub fn parse_elf_strings(data: &[u8], interpreter: bool) -> Option<ElfStrings> {
     let phdrs = if header.e_phnum == 0 {
         Vec::new()
     } else {
-        ProgramHeader::parse(
-            data,
-            usize::try_from(header.e_phoff).ok()?,
-            header.e_phnum as usize,
-            ctx,
-        )
-        .ok()?
+        let n = header.e_phnum as usize;
+        let table = src.region(header.e_phoff, (n * ProgramHeader::size(ctx)) as u64)?;
+        ProgramHeader::parse(&table, 0, n, ctx).ok()?
     };
     let mut loads: Vec<(u64, u64)> = Vec::new();
     let mut interp_ph = None;
@@ -144,8 +200,8 @@ pub fn parse_elf_strings(data: &[u8], interpreter: bool) -> Option<ElfStrings> {
     let mut out = ElfStrings::default();
     if interpreter {
         if let Some((off, size)) = interp_ph {
-            let seg = slice(data, off, size)?;
-            let value = c_string(seg, 0)?.to_vec();
+            let seg = src.region(off, size)?;
+            let value = c_string(&seg, 0)?.to_vec();
             out.interp = Some(ElfCString { value, offset: off });
         }
     }
@@ -174,8 +230,13 @@ pub fn parse_elf_strings(data: &[u8], interpreter: bool) -> Option<ElfStrings> {
     let mut rpath_off = 0u64;
     let mut needed_offs = Vec::new();
     let mut soname_off = None;
-    for i in 0..dyn_size / entsize {
-        let e = slice(data, dyn_off.checked_add(i * entsize)?, entsize)?;
+    // The dynamic array up to DT_NULL: an array cut short by the end of the file is malformed
+    // only when DT_NULL is not reached before the cut.
+    let whole = dyn_size / entsize * entsize;
+    let avail = src.size().saturating_sub(dyn_off) / entsize * entsize;
+    let dynamic = src.region(dyn_off, whole.min(avail))?;
+    let mut reached_null = false;
+    for e in dynamic.chunks_exact(entsize as usize) {
         let half = (entsize / 2) as usize;
         let raw_tag = read_uint(&e[..half]);
         let tag = if is_64 {
@@ -185,7 +246,10 @@ pub fn parse_elf_strings(data: &[u8], interpreter: bool) -> Option<ElfStrings> {
         };
         let val = read_uint(&e[half..]);
         match tag {
-            DT_NULL => break,
+            DT_NULL => {
+                reached_null = true;
+                break;
+            }
             DT_RPATH => {
                 n_rpath += 1;
                 rpath_off = val;
@@ -204,6 +268,9 @@ pub fn parse_elf_strings(data: &[u8], interpreter: bool) -> Option<ElfStrings> {
             DT_SONAME => soname_off = Some(val),
             _ => {}
         }
+    }
+    if !reached_null && avail < whole {
+        return None;
     }
     let has_rpath = n_rpath + n_runpath > 0;
     if n_rpath + n_runpath > 1 || n_strtab != 1 {
@@ -226,17 +293,14 @@ pub fn parse_elf_strings(data: &[u8], interpreter: bool) -> Option<ElfStrings> {
     if header.e_shnum == 0 {
         return None;
     }
-    let shdrs = SectionHeader::parse_from(
-        data,
-        usize::try_from(header.e_shoff).ok()?,
-        header.e_shnum as usize,
-        ctx,
-    )
-    .ok()?;
+    let n = header.e_shnum as usize;
+    let table = src.region(header.e_shoff, (n * SectionHeader::size(ctx)) as u64)?;
+    let shdrs = SectionHeader::parse_from(&table, 0, n, ctx).ok()?;
     let sh = shdrs
         .iter()
         .find(|sh| sh.sh_type == SHT_STRTAB && sh.sh_offset == strtab_off)?;
-    let strtab = slice(data, strtab_off, sh.sh_size)?;
+    let strtab = src.region(strtab_off, sh.sh_size)?;
+    let strtab: &[u8] = &strtab;
     for off in needed_offs {
         out.needed
             .push(c_string(strtab, usize::try_from(off).ok()?)?.to_vec());
@@ -281,7 +345,7 @@ impl ElfUpdate {
 
 /// The updates Spack would make to `data` for `map` (identities ignored). Empty when the file is
 /// not ELF (by Spack's parser) or nothing matches.
-pub fn elf_updates(data: &[u8], map: &PrefixMap) -> Vec<ElfUpdate> {
+pub fn elf_updates<S: ElfSource + ?Sized>(data: &S, map: &PrefixMap) -> Vec<ElfUpdate> {
     let m = map.without_identities();
     if m.is_empty() {
         return Vec::new();
@@ -338,8 +402,11 @@ pub fn relocate_elf_file(path: &Path, map: &PrefixMap) -> Result<bool, RelocateE
     if m.is_empty() || !has_elf_magic(path)? {
         return Ok(false);
     }
-    let data = read_file(path)?;
-    let updates = elf_updates(&data, &m);
+    // Only the headers, the dynamic array and the string table are read, never the whole file.
+    let file = fs::File::open(path).map_err(|e| RelocateError::io(path, e))?;
+    let src = FileSource::new(&file).map_err(|e| RelocateError::io(path, e))?;
+    let updates = elf_updates(&src, &m);
+    drop(file);
     if let Some(u) = updates.iter().find(|u| !u.inplace()) {
         return Err(RelocateError::ElfStringTooLong {
             file: path.to_path_buf(),
@@ -370,14 +437,16 @@ fn has_elf_magic(path: &Path) -> Result<bool, RelocateError> {
 
 /// The RPATH/RUNPATH of a file: `(value, is_runpath)`, or `None` (no rpath / not ELF).
 pub fn read_rpath(path: &Path) -> Result<Option<(Vec<u8>, bool)>, RelocateError> {
-    let data = read_file(path)?;
-    Ok(parse_elf_strings(&data, false).and_then(|s| s.rpath.map(|r| (r.value, s.is_runpath))))
+    let file = fs::File::open(path).map_err(|e| RelocateError::io(path, e))?;
+    let src = FileSource::new(&file).map_err(|e| RelocateError::io(path, e))?;
+    Ok(parse_elf_strings(&src, false).and_then(|s| s.rpath.map(|r| (r.value, s.is_runpath))))
 }
 
 /// The PT_INTERP of a file, or `None`.
 pub fn read_interpreter(path: &Path) -> Result<Option<Vec<u8>>, RelocateError> {
-    let data = read_file(path)?;
-    Ok(parse_elf_strings(&data, true).and_then(|s| s.interp.map(|i| i.value)))
+    let file = fs::File::open(path).map_err(|e| RelocateError::io(path, e))?;
+    let src = FileSource::new(&file).map_err(|e| RelocateError::io(path, e))?;
+    Ok(parse_elf_strings(&src, true).and_then(|s| s.interp.map(|i| i.value)))
 }
 
 /// Spack's `should_keep`: the entry starts with `$` (`$ORIGIN`, `${ORIGIN}`, …) or is absolute
@@ -436,12 +505,16 @@ pub fn drop_redundant_rpaths(
         Ok(true) => {}
         _ => return Ok(None),
     }
-    let Ok(data) = fs::read(path) else {
+    let Ok(file) = fs::File::open(path) else {
         return Ok(None);
     };
-    let Some(rp) = parse_elf_strings(&data, false).and_then(|s| s.rpath) else {
+    let Ok(src) = FileSource::new(&file) else {
         return Ok(None);
     };
+    let Some(rp) = parse_elf_strings(&src, false).and_then(|s| s.rpath) else {
+        return Ok(None);
+    };
+    drop(file);
     let new: Vec<u8> = rp
         .value
         .split(|&b| b == b':')

@@ -332,3 +332,34 @@ fn sample_binary() -> &'static Vec<u8> {
         std::fs::read(exe).unwrap()
     })
 }
+
+/// Reading a file region by region parses exactly as reading it whole, for the whole binary,
+/// every truncation of it at a few hundred lengths, and mutated copies.
+#[test]
+fn a_file_read_by_regions_parses_as_the_whole_buffer() {
+    let d = tempfile::tempdir().unwrap();
+    let whole = sample_binary();
+    let check = |bytes: &[u8]| {
+        let p = d.path().join("f");
+        std::fs::write(&p, bytes).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let src = FileSource::new(&f).unwrap();
+        assert_eq!(
+            parse_elf_strings(&src, true),
+            parse_elf_strings(bytes, true),
+            "{} bytes",
+            bytes.len()
+        );
+    };
+    assert!(parse_elf_strings(&whole[..], true).unwrap().rpath.is_some());
+    check(whole);
+    let step = (whole.len() / 300).max(1);
+    for n in (0..whole.len()).step_by(step) {
+        check(&whole[..n]);
+    }
+    for i in (0..whole.len()).step_by(step * 7) {
+        let mut m = whole.clone();
+        m[i] ^= 0x5a;
+        check(&m);
+    }
+}
