@@ -192,40 +192,35 @@ fn relocate_binary_file_windowed(
     let longest = m.entries().iter().map(|(o, _)| o.len()).max().unwrap_or(0);
     let overlap = longest + SUFFIX_SAFETY_SIZE + 1;
     let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut buf: Vec<u8> = Vec::with_capacity(window + overlap);
+    // One buffer, filled from `filled` on; what the next window needs is moved to its start.
+    let mut buf = vec![0u8; window + overlap];
+    let mut filled = 0usize;
     let mut base = 0u64;
     let mut pos = 0usize;
     let mut patches = Vec::new();
     loop {
         let mut eof = false;
-        while buf.len() < window + overlap {
-            let have = buf.len();
-            buf.resize(window + overlap, 0);
-            let n = loop {
-                match file.read(&mut buf[have..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(io(e)),
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
                 }
-            };
-            buf.truncate(have + n);
-            if n == 0 {
-                eof = true;
-                break;
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io(e)),
             }
         }
-        let limit = if eof {
-            buf.len() + 1
-        } else {
-            buf.len() - overlap
-        };
+        let data = &buf[..filled];
+        let limit = if eof { filled + 1 } else { filled - overlap };
         let next =
-            scan(&buf, base, pos, limit, &m, re, &mut patches).map_err(|e| e.into_error(path))?;
+            scan(data, base, pos, limit, &m, re, &mut patches).map_err(|e| e.into_error(path))?;
         if eof {
             break;
         }
-        let cut = next.min(buf.len());
-        buf.drain(..cut);
+        let cut = next.min(filled);
+        buf.copy_within(cut..filled, 0);
+        filled -= cut;
         base += cut as u64;
         pos = next - cut;
     }
