@@ -358,6 +358,65 @@ pub enum SlurmCommand {
     List(SlurmListArgs),
     /// Install Slurm and the GCC runtime from the Slurm Factory caches, with a view and a module.
     Install(Box<SlurmInstallArgs>),
+    /// Make an installed Slurm a running node: slurm.conf, the MUNGE key, directories, users
+    /// and systemd units for the node's roles.
+    Setup(SlurmSetupArgs),
+}
+
+/// How `slurm setup` (and `slurm install --setup`) lays out a node.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The cluster's name (ClusterName).
+    #[arg(long, value_name = "NAME", default_value = "cluster")]
+    pub cluster: String,
+    /// The controller's host name (SlurmctldHost; default: this host).
+    #[arg(long, value_name = "HOST")]
+    pub controller: Option<String>,
+    /// The cluster's MUNGE key to install (default: keep this node's, or make one with the
+    /// installed mungekey).
+    #[arg(long, value_name = "FILE")]
+    pub munge_key: Option<PathBuf>,
+    /// Configuration directory: DIR/slurm/slurm.conf, DIR/munge/munge.key.
+    #[arg(long, value_name = "DIR", default_value = "/etc")]
+    pub sysconfdir: PathBuf,
+    /// State and logs: DIR/spool/slurm*, DIR/log/{slurm,munge}, DIR/lib/munge.
+    #[arg(long, value_name = "DIR", default_value = "/var")]
+    pub localstatedir: PathBuf,
+    /// Runtime files: DIR/munge/munge.socket.2, DIR/slurm/*.pid.
+    #[arg(long, value_name = "DIR", default_value = "/run")]
+    pub rundir: PathBuf,
+    /// Where the systemd units are written.
+    #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+    pub systemd_dir: PathBuf,
+    /// Do not create the slurm and munge users and groups: the daemons run as the current user.
+    #[arg(long)]
+    pub no_users: bool,
+    /// Rewrite slurm.conf (and a different --munge-key), keeping the old as .bak.
+    #[arg(long)]
+    pub force_config: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SlurmSetupArgs {
+    /// The node's roles, comma-separated: controller, compute, login, dbd (a one-node cluster
+    /// is controller,compute).
+    #[arg(long, value_name = "ROLE[,ROLE…]")]
+    pub role: String,
+    /// The install root holding Slurm and MUNGE.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Rewrite slurm.conf (and the other files written once, and a different --munge-key),
+    /// keeping the old ones as .bak.
+    #[arg(long)]
+    pub force: bool,
+    /// Print each file with its content; write nothing.
+    #[arg(long, conflicts_with = "check")]
+    pub dry_run: bool,
+    /// Check a node set up before (files, key, units, MUNGE, scontrol ping) instead.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Where the Slurm Factory caches are.
@@ -442,6 +501,11 @@ pub struct SlurmInstallArgs {
     pub build_on_miss: bool,
     #[command(flatten)]
     pub build: BuildFlags,
+    /// Then set the node up for these roles (`sf-cache slurm setup --role ROLES`).
+    #[arg(long, value_name = "ROLE[,ROLE…]")]
+    pub setup: Option<String>,
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ pub mod fs;
 pub mod install;
 pub mod mirror;
 pub mod modules;
+pub mod node;
 pub mod publish;
 pub mod relocate;
 pub mod slurm_factory;

@@ -11,9 +11,12 @@ use super::install_flow::{install, print_report_lines, InstallRequest, Installed
 use super::{exit, CmdResult, Context, Failure};
 use crate::buildcache::catalog::short;
 use crate::buildcache::Catalog;
-use crate::cli::{MirrorArgs, SlurmCommand, SlurmInstallArgs, SlurmListArgs};
+use crate::cli::{
+    MirrorArgs, NodeArgs, SlurmCommand, SlurmInstallArgs, SlurmListArgs, SlurmSetupArgs,
+};
 use crate::install::installer::InstallReport;
 use crate::modules::{write_modules, ModuleOptions, WrittenModule};
+use crate::node::{NodeError, Roles, SetupOptions, SetupReport};
 use crate::slurm_factory::matrix::{Matrix, Offer};
 use crate::slurm_factory::probe::{probe_all, CacheStatus, Probe};
 use crate::slurm_factory::{
@@ -26,6 +29,7 @@ pub async fn run(ctx: &Context, cmd: &SlurmCommand) -> CmdResult {
     match cmd {
         SlurmCommand::List(a) => list(ctx, a).await,
         SlurmCommand::Install(a) => install_slurm(ctx, a).await,
+        SlurmCommand::Setup(a) => setup(ctx, a),
     }
 }
 
@@ -182,9 +186,15 @@ struct SlurmInstallOutput<'a> {
     module_dir: String,
     /// The modules written.
     modules: Vec<WrittenModule>,
+    /// `--setup ROLES`: the node set up after the install.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    setup: Option<SetupReport>,
 }
 
 async fn install_slurm(ctx: &Context, args: &SlurmInstallArgs) -> CmdResult {
+    if let Some(roles) = &args.setup {
+        Roles::parse(roles)?; // a bad role is refused before anything is installed
+    }
     let f = factory(ctx)?;
     let variant = Variant::from_flags(args.gpu, args.minimal).ok_or_else(|| {
         Failure::usage("--gpu and --minimal exclude each other: give one of them, or neither for the default build")
@@ -363,6 +373,19 @@ async fn install_from(
             format!("Slurm is installed, but its module is not: {e}"),
         )
     })?;
+    // `--setup ROLES`: the node, once Slurm and its module are in place.
+    let node = match &args.setup {
+        Some(roles) => {
+            let opts = setup_options(roles, &done.root, &args.node, false, false)?;
+            Some(crate::node::setup(&opts).map_err(|e| {
+                Failure::new(
+                    exit::code(e.kind()),
+                    format!("Slurm is installed, but the node is not set up: {e}"),
+                )
+            })?)
+        }
+        None => None,
+    };
     report(
         ctx,
         SlurmInstallOutput {
@@ -377,9 +400,120 @@ async fn install_from(
             view: done.view.clone(),
             module_dir: module_dir.display().to_string(),
             modules,
+            setup: node,
         },
         &done,
     )
+}
+
+impl From<NodeError> for Failure {
+    fn from(e: NodeError) -> Failure {
+        Failure::new(exit::code(e.kind()), e.to_string())
+    }
+}
+
+fn setup_options(
+    roles: &str,
+    root: &std::path::Path,
+    n: &NodeArgs,
+    force: bool,
+    dry_run: bool,
+) -> Result<SetupOptions, Failure> {
+    Ok(SetupOptions {
+        roles: Roles::parse(roles)?,
+        root: root.to_path_buf(),
+        cluster: n.cluster.clone(),
+        controller: n.controller.clone(),
+        munge_key: n.munge_key.clone(),
+        dirs: crate::node::Dirs {
+            sysconf: n.sysconfdir.clone(),
+            localstate: n.localstatedir.clone(),
+            run: n.rundir.clone(),
+            systemd: n.systemd_dir.clone(),
+        },
+        force: force || n.force_config,
+        users: !n.no_users,
+        dry_run,
+    })
+}
+
+/// `sf-cache slurm setup`.
+fn setup(ctx: &Context, a: &SlurmSetupArgs) -> CmdResult {
+    let opts = setup_options(&a.role, &a.root, &a.node, a.force, a.dry_run)?;
+    if a.check {
+        let lines = crate::node::check(&opts)?;
+        let failed = lines.iter().filter(|l| !l.ok).count();
+        if ctx.out.json {
+            ctx.out.json(&lines)?;
+        } else {
+            for l in &lines {
+                let tag = if l.ok { "ok  " } else { "FAIL" };
+                ctx.out.line(format!("{tag} {}: {}", l.check, l.detail))?;
+            }
+        }
+        if failed > 0 {
+            return Err(Failure::new(
+                exit::FAILURE,
+                format!("{failed} check(s) of the node failed (see above)"),
+            ));
+        }
+        return Ok(());
+    }
+    let report = crate::node::setup(&opts)?;
+    print_setup(ctx, &report)
+}
+
+fn print_setup(ctx: &Context, r: &SetupReport) -> CmdResult {
+    if ctx.out.json {
+        ctx.out.json(r)?;
+        return Ok(());
+    }
+    if ctx.global.quiet {
+        return Ok(());
+    }
+    for f in &r.files {
+        ctx.out.line(format!(
+            "{:<11} {} ({} {})",
+            f.action, f.path, f.mode, f.owner
+        ))?;
+        if let Some(c) = &f.content {
+            for l in c.lines() {
+                ctx.out.line(format!("    {l}"))?;
+            }
+        }
+    }
+    for u in &r.users_created {
+        ctx.out.line(format!("created user and group {u}"))?;
+    }
+    if !r.dry_run {
+        ctx.out.line(format!(
+            "node ready for {}: start {} (systemctl daemon-reload && systemctl enable --now {}), or run them in the foreground:",
+            r.roles
+                .iter()
+                .map(|x| serde_json::to_value(x).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(","),
+            r.daemons.iter().map(|d| d.name).collect::<Vec<_>>().join(", "),
+            r.daemons
+                .iter()
+                .map(|d| format!("{}.service", d.name))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ))?;
+        for d in &r.daemons {
+            ctx.out.line(format!(
+                "  {}{}",
+                d.environment
+                    .iter()
+                    .map(|e| format!("{e} "))
+                    .collect::<String>(),
+                d.command.join(" ")
+            ))?;
+        }
+        ctx.out
+            .line(format!("clients: export SLURM_CONF={}", r.slurm_conf))?;
+    }
+    Ok(())
 }
 
 fn report(ctx: &Context, out: SlurmInstallOutput<'_>, done: &Installed) -> CmdResult {
@@ -395,6 +529,9 @@ fn report(ctx: &Context, out: SlurmInstallOutput<'_>, done: &Installed) -> CmdRe
                 "load it with: module use {} && module load slurm/{}",
                 out.module_dir, out.modules[0].version
             ))?;
+        }
+        if let Some(node) = &out.setup {
+            print_setup(ctx, node)?;
         }
     }
     Ok(())
