@@ -84,6 +84,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Remove installed packages (refused while others depend on them, unless --force).
     Uninstall(UninstallArgs),
+    /// Rewrite the root's Spack database (ROOT/.spack-db/index.json) from what is installed, so
+    /// that Spack can use the root as an upstream (done by every install, uninstall and relocate).
+    Reindex(ReindexArgs),
     /// The local blob cache.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -187,6 +190,13 @@ pub struct VerifyArgs {
     /// Only packages matching this query (default: all).
     #[arg(value_name = "QUERY", num_args = 0..)]
     pub query: Vec<String>,
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ReindexArgs {
+    /// The install root.
     #[arg(long, value_name = "DIR")]
     pub root: PathBuf,
 }

@@ -60,6 +60,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Install(a) => commands::install::run(ctx, a).await,
             Command::Verify(a) => commands::lifecycle::verify(&ctx, a),
             Command::Uninstall(a) => commands::lifecycle::uninstall(&ctx, a),
+            Command::Reindex(a) => commands::lifecycle::reindex(&ctx, a),
             Command::Cache(c) => commands::lifecycle::cache(&ctx, c),
             Command::Mirror(a) => commands::mirror::run(&ctx, a).await,
             Command::Import(a) => commands::mirror::import(&ctx, a).await,

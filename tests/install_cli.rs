@@ -167,6 +167,12 @@ fn check_installed_greet(root: &Path, cache: &str, with_wrapper: bool) {
 fn install_digest(root: &Path) -> BTreeMap<String, String> {
     let mut out = tree_digest(root);
     out.retain(|rel, _| !rel.ends_with("sf-cache-receipt.json"));
+    // The Spack database records install times, as the receipts do: present, not compared.
+    for f in ["index.json", "index_verifier"] {
+        if let Some(v) = out.get_mut(&format!(".spack-db/{f}")) {
+            *v = "spack database".into();
+        }
+    }
     for (rel, v) in out.iter_mut() {
         if rel.ends_with("sf-cache-files.json") {
             *v = "files".into();

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::roots::{matching, open_root};
 use super::{exit, parse_query, CmdResult, Context, Failure};
 use crate::buildcache::catalog::short;
-use crate::cli::{CacheCommand, UninstallArgs, VerifyArgs};
+use crate::cli::{CacheCommand, ReindexArgs, UninstallArgs, VerifyArgs};
 use crate::install::{gc, uninstall as uninstaller, verify as verifier, view};
 
 #[derive(Serialize)]
@@ -124,6 +124,35 @@ pub fn uninstall(ctx: &Context, args: &UninstallArgs) -> CmdResult {
         for p in &removed {
             ctx.out.line(format!("removed {}", p.display()))?;
         }
+    }
+    Ok(())
+}
+
+/// `sf-cache reindex --root DIR`: the root's Spack database, rebuilt under the root's lock.
+pub fn reindex(ctx: &Context, args: &ReindexArgs) -> CmdResult {
+    // Never make a root (and a database) out of a directory that is not one.
+    let is_root = crate::install::root::existing_projection(&args.root)
+        .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?
+        .is_some();
+    if !is_root {
+        return Err(Failure::new(
+            exit::FAILURE,
+            format!(
+                "{} is not an sf-cache install root (no .sf-cache/root.json); give the --root packages were installed into",
+                args.root.display()
+            ),
+        ));
+    }
+    let root = open_root(&args.root)?;
+    let s = crate::install::spack_db::write(&root.dir, &root.projection, &root.installed())
+        .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+    if ctx.out.json {
+        ctx.out.json(&s)?;
+    } else {
+        ctx.out.line(format!(
+            "{}: Spack database v{} with {} records ({} installed here, {} externals, {} build-only dependencies not installed)",
+            s.path, s.version, s.records, s.installed, s.externals, s.missing
+        ))?;
     }
     Ok(())
 }

@@ -169,6 +169,8 @@ pub async fn execute(
         },
     )
     .await?;
+    // The root's Spack database, so that Spack can use the root as an upstream.
+    super::spack_db::refresh(&root);
     let mut view_path = None;
     if let Some(v) = &opts.view {
         let mut hashes: Vec<String> = view::read_view(v)

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod projection;
 pub mod receipt;
 pub mod root;
+pub mod spack_db;
 pub mod uninstall;
 pub mod unpack;
 pub mod verify;

@@ -723,6 +723,8 @@ pub fn relocate_tree(dir: &Path, from: Option<&Path>) -> Result<RelocateReport, 
             rec.write(&dir)?;
         }
     }
+    // The Spack database names the prefixes where they are now.
+    super::spack_db::refresh(&root);
     Ok(report)
 }
 

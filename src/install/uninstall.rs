@@ -201,6 +201,9 @@ pub fn remove(root: &InstallRoot, receipts: &[Receipt]) -> Result<Vec<PathBuf>, 
         }
         removed.push(prefix.clone());
     }
+    if !removed.is_empty() {
+        super::spack_db::refresh(root);
+    }
     Ok(removed)
 }
 
