@@ -84,6 +84,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Remove installed packages (refused while others depend on them, unless --force).
     Uninstall(UninstallArgs),
+    /// A software bill of materials (SPDX 2.3 or CycloneDX 1.6 JSON) of an installed package's
+    /// closure (--root) or of a cache entry's (--mirror).
+    Sbom(SbomArgs),
     /// Rewrite the root's Spack database (ROOT/.spack-db/index.json) from what is installed, so
     /// that Spack can use the root as an upstream (done by every install, uninstall and relocate).
     Reindex(ReindexArgs),
@@ -192,6 +195,30 @@ pub struct VerifyArgs {
     pub query: Vec<String>,
     #[arg(long, value_name = "DIR")]
     pub root: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SbomFormat {
+    Spdx,
+    Cyclonedx,
+}
+
+#[derive(Debug, Args)]
+pub struct SbomArgs {
+    /// Packages whose closures to describe (one query per argument, one document each).
+    #[arg(value_name = "QUERY", required = true, num_args = 1..)]
+    pub query: Vec<String>,
+    /// Describe installed packages of this root (with every installed file).
+    #[arg(long, value_name = "DIR", conflicts_with = "mirrors")]
+    pub root: Option<PathBuf>,
+    #[command(flatten)]
+    pub mirrors: MirrorArgs,
+    #[arg(long, value_enum, default_value = "cyclonedx")]
+    pub format: SbomFormat,
+    /// Write the document to FILE (several queries: into the directory FILE, one file each);
+    /// default: standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

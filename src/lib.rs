@@ -14,6 +14,7 @@ pub mod modules;
 pub mod node;
 pub mod publish;
 pub mod relocate;
+pub mod sbom;
 pub mod slurm_factory;
 pub mod spec;
 pub mod store;

@@ -61,6 +61,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Verify(a) => commands::lifecycle::verify(&ctx, a),
             Command::Uninstall(a) => commands::lifecycle::uninstall(&ctx, a),
             Command::Reindex(a) => commands::lifecycle::reindex(&ctx, a),
+            Command::Sbom(a) => commands::sbom::run(&ctx, a).await,
             Command::Cache(c) => commands::lifecycle::cache(&ctx, c),
             Command::Mirror(a) => commands::mirror::run(&ctx, a).await,
             Command::Import(a) => commands::mirror::import(&ctx, a).await,

@@ -131,19 +131,7 @@ pub fn uninstall(ctx: &Context, args: &UninstallArgs) -> CmdResult {
 /// `sf-cache reindex --root DIR`: the root's Spack database, rebuilt under the root's lock.
 pub fn reindex(ctx: &Context, args: &ReindexArgs) -> CmdResult {
     // Never make a root (and a database) out of a directory that is not one.
-    let is_root = crate::install::root::existing_projection(&args.root)
-        .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?
-        .is_some();
-    if !is_root {
-        return Err(Failure::new(
-            exit::FAILURE,
-            format!(
-                "{} is not an sf-cache install root (no .sf-cache/root.json); give the --root packages were installed into",
-                args.root.display()
-            ),
-        ));
-    }
-    let root = open_root(&args.root)?;
+    let root = super::roots::open_existing_root(&args.root)?;
     let s = crate::install::spack_db::write(&root.dir, &root.projection, &root.installed())
         .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
     if ctx.out.json {

@@ -13,6 +13,7 @@ pub mod module;
 pub mod publish;
 pub mod relocate;
 pub mod roots;
+pub mod sbom;
 pub mod show;
 pub mod slurm;
 pub mod source_build;
