@@ -374,6 +374,9 @@ pub struct PublishArgs {
     /// nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Store a CycloneDX SBOM of each entry as a blob named in its signed manifest.
+    #[arg(long)]
+    pub sbom: bool,
     /// Prefixes packed at once (default: the number of cores).
     #[arg(short, long, value_name = "N")]
     pub jobs: Option<usize>,

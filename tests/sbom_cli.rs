@@ -166,3 +166,79 @@ fn installed_and_cached_closures_in_both_formats_pass_the_validators() {
         stderr(&o)
     );
 }
+
+/// `publish --sbom`: the CycloneDX document of each entry is a blob named in its signed
+/// manifest (so the signature covers it), valid, naming the published tarball; the entry still
+/// installs.
+#[test]
+fn publish_sbom_is_a_signed_blob_of_the_entry() {
+    let home = Home::trusting();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("r");
+    let o = home.run(&[
+        "install",
+        "greet",
+        "--mirror",
+        s(&fx("spack-v3")),
+        "--root",
+        s(&root),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dest = t.path().join("cache");
+    let greet = root.join(format!("greet-2.1.0-{GREET}"));
+    let key = fx("keys/sf-cache-fixture.secret.asc");
+    let o = home.run(&[
+        "publish",
+        s(&greet),
+        "--with-deps",
+        "--to",
+        s(&dest),
+        "--key",
+        s(&key),
+        "--sbom",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest = std::fs::read_dir(dest.join("v3/manifests/spec/greet"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(
+        text.starts_with("-----BEGIN PGP SIGNED MESSAGE-----"),
+        "{text}"
+    );
+    // The JSON between the armor lines.
+    let body = &text[text.find('{').unwrap()..text.rfind('}').unwrap() + 1];
+    let m: Value = serde_json::from_str(body).unwrap();
+    let records = m["data"].as_array().unwrap();
+    let sbom = records
+        .iter()
+        .find(|r| r["mediaType"] == "application/vnd.cyclonedx+json")
+        .unwrap_or_else(|| panic!("no SBOM record in {text}"));
+    let tarball = records
+        .iter()
+        .find(|r| r["mediaType"] == "application/vnd.spack.install.v2.tar+gzip")
+        .unwrap();
+    let digest = sbom["checksum"].as_str().unwrap();
+    let blob = dest.join("blobs/sha256").join(&digest[..2]).join(digest);
+    validate_cyclonedx(&blob);
+    let d = read(&blob);
+    assert_eq!(d["metadata"]["component"]["bom-ref"], GREET);
+    assert_eq!(
+        d["metadata"]["component"]["hashes"][0]["content"],
+        tarball["checksum"]
+    );
+    // sf-cache verifies the signed manifest and installs the entry.
+    let o = home.run(&[
+        "install",
+        "greet",
+        "--mirror",
+        s(&dest),
+        "--root",
+        s(&t.path().join("b")),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

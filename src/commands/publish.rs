@@ -57,6 +57,7 @@ pub async fn run(ctx: &Context, a: &PublishArgs) -> CmdResult {
             include_untracked: a.include_untracked,
             include_private,
         },
+        sbom: a.sbom,
         ..PublishOptions::default()
     };
     if let Some(j) = a.jobs {

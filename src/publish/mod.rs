@@ -68,6 +68,8 @@ pub struct PublishOptions {
     pub jobs: usize,
     /// Which files of each prefix travel (installed ones only, unless told otherwise).
     pub select: SelectOptions,
+    /// Store a CycloneDX SBOM of each entry as a blob named in its (signed) manifest.
+    pub sbom: bool,
 }
 
 impl Default for PublishOptions {
@@ -78,6 +80,7 @@ impl Default for PublishOptions {
             with_deps: false,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             select: SelectOptions::default(),
+            sbom: false,
         }
     }
 }
@@ -427,6 +430,33 @@ pub async fn plan(
     })
 }
 
+/// Media type of the SBOM blob `publish --sbom` names in a manifest.
+pub const SBOM_MEDIA_TYPE: &str = "application/vnd.cyclonedx+json";
+
+/// The CycloneDX SBOM of a source's DAG, with the sha256 of the tarball being published.
+fn sbom_blob(src: &Source) -> crate::buildcache::writer::ExtraBlob {
+    let specfile = src.specfile.clone();
+    let hash = src.spec().hash.clone();
+    crate::buildcache::writer::ExtraBlob {
+        media_type: SBOM_MEDIA_TYPE.to_string(),
+        make: std::sync::Arc::new(move |tarball_sha256: &str| {
+            let extra = |s: &crate::spec::Spec| crate::sbom::Extra {
+                tarball_sha256: (s.hash == hash).then(|| tarball_sha256.to_string()),
+                ..crate::sbom::Extra::default()
+            };
+            let doc = crate::sbom::document(
+                &crate::sbom::Closure {
+                    specfile: &specfile,
+                    extra: &extra,
+                },
+                crate::sbom::Format::CycloneDx,
+            )
+            .map_err(|e| e.to_string())?;
+            serde_json::to_vec(&doc).map_err(|e| e.to_string())
+        }),
+    }
+}
+
 /// Dependencies first (among the entries being published), otherwise in the given order.
 fn dependency_order(sources: &[Source]) -> Vec<usize> {
     let pos: HashMap<&str, usize> = sources
@@ -494,19 +524,25 @@ pub async fn publish(
             crate::install::receipt::RECEIPT_FILE.to_string(),
             crate::install::receipt::FILES_FILE.to_string(),
         ]);
-        jobs_in.push((s.prefix.clone(), inputs, exclude));
+        let extra_blobs = if opts.sbom {
+            vec![sbom_blob(s)]
+        } else {
+            Vec::new()
+        };
+        jobs_in.push((s.prefix.clone(), inputs, exclude, extra_blobs));
     }
 
     // 1. Blobs, several prefixes at once.
     let jobs = opts.jobs.max(1);
     let force = opts.force;
     let mut staged: Vec<(usize, StagedEntry)> = stream::iter(jobs_in.into_iter().enumerate())
-        .map(|(i, (prefix, inputs, exclude))| async move {
+        .map(|(i, (prefix, inputs, exclude, extra_blobs))| async move {
             let eo = EntryOptions {
                 buildinfo: Some(inputs),
                 buildpath: None,
                 force,
                 exclude,
+                extra_blobs,
             };
             writer.stage_entry(&prefix, &eo).await.map(|e| (i, e))
         })

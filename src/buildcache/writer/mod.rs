@@ -135,6 +135,27 @@ pub struct EntryOptions {
     pub force: bool,
     /// Files of the prefix (relative paths) never packed, e.g. the installer's own receipts.
     pub exclude: Vec<String>,
+    /// Blobs named in the manifest after the tarball and the spec (covered by its signature),
+    /// made once the tarball's sha256 is known.
+    pub extra_blobs: Vec<ExtraBlob>,
+}
+
+/// Makes an extra blob's bytes from the sha256 (hex) of the entry's tarball.
+pub type MakeBlob = std::sync::Arc<dyn Fn(&str) -> Result<Vec<u8>, String> + Send + Sync>;
+
+/// An extra blob of an entry (e.g. its SBOM): its media type and how to make its bytes.
+#[derive(Clone)]
+pub struct ExtraBlob {
+    pub media_type: String,
+    pub make: MakeBlob,
+}
+
+impl std::fmt::Debug for ExtraBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtraBlob")
+            .field("media_type", &self.media_type)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`CacheWriter::write_entry`] wrote.
@@ -393,11 +414,20 @@ impl CacheWriter {
             .put_bytes_as_blob(gzip_bytes(&spec_text), media::SPEC, "gzip")
             .await?;
 
-        // 3. The manifest (tarball record first, as Spack writes it).
-        let manifest = Manifest {
-            version: 3,
-            data: vec![tarball.clone(), spec.clone()],
-        };
+        // 3. Extra blobs (after the two Spack reads; Spack ignores the others).
+        let mut data = vec![tarball.clone(), spec.clone()];
+        for extra in &opts.extra_blobs {
+            let bytes = (extra.make)(&tarball.checksum).map_err(|reason| WriterError::Output {
+                reason: format!("{}: {reason}", extra.media_type),
+            })?;
+            data.push(
+                self.put_bytes_as_blob(bytes, &extra.media_type, "none")
+                    .await?,
+            );
+        }
+
+        // 4. The manifest (tarball record first, as Spack writes it).
+        let manifest = Manifest { version: 3, data };
         let text = manifest.to_spack_json();
         let (body, signed) = match &self.signer {
             Some(s) => (s.sign(text.as_bytes())?, true),
