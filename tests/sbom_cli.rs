@@ -58,15 +58,7 @@ fn installed_and_cached_closures_in_both_formats_pass_the_validators() {
     let home = Home::trusting();
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("root");
-    let o = home.run(&[
-        "install",
-        "greet",
-        "--mirror",
-        s(&fx("spack-v3")),
-        "--root",
-        s(&root),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    install_fixture(&home, "greet", "spack-v3", &root);
 
     // Installed, CycloneDX (the default): every package, the tarball digests, every file.
     let cdx = t.path().join("greet.cdx.json");
@@ -175,15 +167,7 @@ fn publish_sbom_is_a_signed_blob_of_the_entry() {
     let home = Home::trusting();
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("r");
-    let o = home.run(&[
-        "install",
-        "greet",
-        "--mirror",
-        s(&fx("spack-v3")),
-        "--root",
-        s(&root),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    install_fixture(&home, "greet", "spack-v3", &root);
     let dest = t.path().join("cache");
     let greet = root.join(format!("greet-2.1.0-{GREET}"));
     let key = fx("keys/sf-cache-fixture.secret.asc");

@@ -30,15 +30,7 @@ fn install_uninstall_relocate_and_reindex_keep_the_spack_database_true() {
     let home = Home::trusting();
     let t = tempfile::tempdir_in("/tmp").unwrap();
     let root = t.path().join("root");
-    let o = home.run(&[
-        "install",
-        "greet",
-        "--mirror",
-        s(&fx("spack-v3")),
-        "--root",
-        s(&root),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    install_fixture(&home, "greet", "spack-v3", &root);
     for f in ["index.json", "lock", "index_verifier"] {
         assert!(root.join(".spack-db").join(f).is_file(), "{f}");
     }
@@ -75,15 +67,7 @@ fn install_uninstall_relocate_and_reindex_keep_the_spack_database_true() {
     // A root from before the database: the next install (a no-op) writes it; reindex too, with
     // the same records.
     std::fs::remove_dir_all(root.join(".spack-db")).unwrap();
-    let o = home.run(&[
-        "install",
-        "greet",
-        "--mirror",
-        s(&fx("spack-v3")),
-        "--root",
-        s(&root),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    install_fixture(&home, "greet", "spack-v3", &root);
     assert_eq!(installs(&root), i);
     std::fs::remove_dir_all(root.join(".spack-db")).unwrap();
     let r = json(&home.run(&["--json", "reindex", "--root", s(&root)]));

@@ -70,14 +70,7 @@ pub(crate) fn select(root: &InstallRoot, queries: &[String]) -> Result<Vec<Strin
         let query = parse_query(std::slice::from_ref(q))?;
         let found = matching(root, Some(&query));
         if found.is_empty() {
-            return Err(Failure::new(
-                exit::NO_MATCH,
-                format!(
-                    "nothing installed in {} matches `{q}`; see `sf-cache list --root {}`",
-                    root.dir.display(),
-                    root.dir.display()
-                ),
-            ));
+            return Err(no_match(root, q));
         }
         for (_, r) in found {
             if !hashes.contains(&r.hash) {
@@ -86,4 +79,16 @@ pub(crate) fn select(root: &InstallRoot, queries: &[String]) -> Result<Vec<Strin
         }
     }
     Ok(hashes)
+}
+
+/// Nothing installed in `root` matches the query `q` (exit 4, with where to look).
+pub(crate) fn no_match(root: &InstallRoot, q: &str) -> Failure {
+    Failure::new(
+        exit::NO_MATCH,
+        format!(
+            "nothing installed in {} matches `{q}`; see `sf-cache list --root {}`",
+            root.dir.display(),
+            root.dir.display()
+        ),
+    )
 }

@@ -59,16 +59,7 @@ fn installed_docs(root: &Path, queries: &[String], format: Format) -> Result<Vec
         let query = parse_query(std::slice::from_ref(q))?;
         let found = super::roots::matching(&root, Some(&query));
         let (prefix, receipt) = match found.as_slice() {
-            [] => {
-                return Err(Failure::new(
-                    exit::NO_MATCH,
-                    format!(
-                        "nothing installed in {} matches `{q}`; see `sf-cache list --root {}`",
-                        root.dir.display(),
-                        root.dir.display()
-                    ),
-                ))
-            }
+            [] => return Err(super::roots::no_match(&root, q)),
             [one] => one,
             many => {
                 return Err(Failure::usage(format!(

@@ -71,6 +71,19 @@ impl Home {
     }
 }
 
+/// Install `query` from the fixture cache `cache` (e.g. `spack-v3`) into `root`, which must work.
+pub fn install_fixture(home: &Home, query: &str, cache: &str, root: &Path) {
+    let o = home.run(&[
+        "install",
+        query,
+        "--mirror",
+        s(&fx(cache)),
+        "--root",
+        s(root),
+    ]);
+    assert!(o.status.success(), "install {query}: {}", stderr(&o));
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
