@@ -298,6 +298,24 @@ fn setup_makes_a_one_node_cluster_that_runs_jobs() {
     // An unknown role: a usage error before anything.
     let o = home.run(&["slurm", "setup", "--role", "master", "--root", s(&root)]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
+    // The dbd role needs the MySQL accounting plugin, which this build (~mariadb) lacks.
+    let o = home.run(&[
+        "slurm",
+        "setup",
+        "--role",
+        "controller,dbd",
+        "--root",
+        s(&root),
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("+mariadb"), "{}", stderr(&o));
+    // A MUNGE key too short to be one.
+    let short = t.join("short.key");
+    std::fs::write(&short, b"0123456789").unwrap();
+    let o = setup(&["--munge-key", s(&short)]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("32 bytes"), "{}", stderr(&o));
+    assert!(!t.join("etc").exists());
 
     // --dry-run prints each file with its content and writes nothing.
     let o = setup(&["--dry-run"]);
