@@ -249,7 +249,13 @@ pub fn slurm_conf(roles: &Roles, inst: &Installed, dirs: &Dirs, params: &NodePar
     }
     let _ = writeln!(s, "\n# Nodes and partitions.");
     if let Some(line) = &params.node_line {
-        let _ = writeln!(s, "{line}");
+        if roles.has(Role::Controller) && !line.contains("NodeAddr=") {
+            // One node is the whole cluster: it is reached where the controller is, whether or
+            // not its host name resolves.
+            let _ = writeln!(s, "{line} NodeAddr={}", params.controller);
+        } else {
+            let _ = writeln!(s, "{line}");
+        }
     }
     let _ = writeln!(
         s,
@@ -463,7 +469,7 @@ mod tests {
             "StateSaveLocation=/t/var/spool/slurmctld",
             "SlurmdSpoolDir=/t/var/spool/slurmd",
             "ProctrackType=proctrack/linuxproc",
-            "NodeName=n1 CPUs=2 RealMemory=1000",
+            "NodeName=n1 CPUs=2 RealMemory=1000 NodeAddr=head",
             "PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
         ] {
             assert!(c.lines().any(|l| l == line), "{line} missing:\n{c}");
