@@ -1,6 +1,6 @@
 //! File primitives every layer uses, written once: the atomic write (temporary file in the same
-//! directory, fsync of the file, rename, fsync of the directory), the streamed sha256 of a file and
-//! the sorted listing of a directory.
+//! directory, fsync of the file, rename, fsync of the directory), the streamed digest of a file
+//! (sha256, or any other hash), the sorted listing of a directory and a program's place on `PATH`.
 //!
 //! This is the bottom layer: it imports nothing of the crate. Errors are plain `std::io::Error`;
 //! callers add the path and their own error kind.
@@ -81,6 +81,16 @@ pub fn same_file(file: &std::fs::File, path: &Path) -> bool {
     }
 }
 
+/// Look `name` up in a `PATH`-style list (executable regular files only).
+pub fn find_program(name: &str, path: Option<&std::ffi::OsStr>) -> Option<std::path::PathBuf> {
+    std::env::split_paths(path?)
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 /// The entries of a directory sorted by name, so walks are deterministic.
 pub fn sorted_entries(dir: &Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
     let mut entries = std::fs::read_dir(dir)?.collect::<std::io::Result<Vec<_>>>()?;
@@ -88,10 +98,10 @@ pub fn sorted_entries(dir: &Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
     Ok(entries)
 }
 
-/// sha256 (lowercase hex) and length of a file, read in 1 MiB blocks.
-pub fn sha256_file_len(path: &Path) -> std::io::Result<(String, u64)> {
+/// The digest (raw bytes) and length of a file under any hash `D`, read in 1 MiB blocks.
+pub fn digest_file<D: Digest>(path: &Path) -> std::io::Result<(Vec<u8>, u64)> {
     let mut f = File::open(path)?;
-    let mut hasher = Sha256::new();
+    let mut hasher = D::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
     loop {
@@ -104,7 +114,12 @@ pub fn sha256_file_len(path: &Path) -> std::io::Result<(String, u64)> {
         hasher.update(&buf[..n]);
         len += n as u64;
     }
-    Ok((hex::encode(hasher.finalize()), len))
+    Ok((hasher.finalize().to_vec(), len))
+}
+
+/// sha256 (lowercase hex) and length of a file, read in 1 MiB blocks.
+pub fn sha256_file_len(path: &Path) -> std::io::Result<(String, u64)> {
+    digest_file::<Sha256>(path).map(|(d, len)| (hex::encode(d), len))
 }
 
 /// sha256 (lowercase hex) of a file, streamed.

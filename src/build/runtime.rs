@@ -1,6 +1,7 @@
 //! Where Spack runs: a container (docker, podman, apptainer) with the build's directories
 //! mounted, or the host itself. This file only builds command lines; `exec.rs` runs them.
 
+use crate::fs::find_program;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -50,17 +51,6 @@ impl Runtime {
             .find(|r| find_program(r.name(), path).is_some())
             .ok_or(BuildError::NoRuntime)
     }
-}
-
-/// Look `name` up in a `PATH`-style list (executable regular files only).
-pub fn find_program(name: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::split_paths(path?)
-        .filter(|d| !d.as_os_str().is_empty())
-        .map(|d| d.join(name))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// A host directory made visible to Spack.

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{exit, parse_query, Context, Failure};
-use crate::build::runtime::find_program;
 use crate::build::template::Templates;
 use crate::build::{self, BuildDirs, BuildError, BuildOutcome, BuildRequest, ReuseMirror, Runtime};
 use crate::buildcache::writer::{CacheWriter, Signer};
 use crate::buildcache::{layout, Catalog, Mirror};
 use crate::cli::{BuildFlags, MirrorArgs};
+use crate::fs::find_program;
 use crate::publish::PublishReport;
 use crate::ui::status::StatusLine;
 

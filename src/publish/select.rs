@@ -20,7 +20,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use sha1::{Digest, Sha1};
+use sha1::Sha1;
 
 use super::PublishError;
 use crate::install::receipt::{FILES_FILE, RECEIPT_FILE};
@@ -198,19 +198,8 @@ fn spack_file_matches(path: &Path, hash: &str, size: u64) -> bool {
     if !meta.is_file() || meta.len() != size {
         return false;
     }
-    let Ok(mut f) = fs::File::open(path) else {
-        return false;
-    };
-    let mut h = Sha1::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => h.update(&buf[..n]),
-            Err(_) => return false,
-        }
-    }
-    data_encoding::BASE32.encode(&h.finalize()) == hash
+    crate::fs::digest_file::<Sha1>(path)
+        .is_ok_and(|(digest, _)| data_encoding::BASE32.encode(&digest) == hash)
 }
 
 /// Whether the start of a file holds a private key: a PEM `PRIVATE KEY` block (any algorithm,
@@ -351,6 +340,7 @@ pub fn select(prefix: &Path, opts: &SelectOptions) -> Result<Selection, PublishE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha1::Digest;
 
     fn spack_hash(bytes: &[u8]) -> String {
         data_encoding::BASE32.encode(&Sha1::digest(bytes))

@@ -10,7 +10,6 @@
 //! Package URLs are `pkg:generic/<name>@<version>?spack_hash=<hash>…`: Spack has no registered
 //! purl type, and `generic` with the DAG hash names the one build exactly.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -138,23 +137,12 @@ fn properties(s: &Spec, sf: &SpecFile) -> Vec<(String, String)> {
 }
 
 fn file_sha1(path: &Path) -> Result<String, SbomError> {
-    let mut f = std::fs::File::open(path).map_err(|source| SbomError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut h = sha1::Sha1::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(|source| SbomError::Io {
+    crate::fs::digest_file::<sha1::Sha1>(path)
+        .map(|(digest, _)| hex::encode(digest))
+        .map_err(|source| SbomError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+        })
 }
 
 fn uuid() -> String {

@@ -1,4 +1,5 @@
 use super::*;
+use std::io::Read;
 
 /// The real greet spec of the v3 fixture (Spack 1.0.2, spec format 5).
 fn greet() -> SpecFile {
