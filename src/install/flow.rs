@@ -142,13 +142,14 @@ pub async fn execute(
         super::root::check_writable(&prepared.root_dir).map_err(FlowError::Root)?;
     }
     // A root too long for the packages is refused before anything is downloaded.
-    installer::check_prefix_lengths_early(plan, catalog, fetcher, &prepared.root_dir).await?;
+    let known =
+        installer::check_prefix_lengths_early(plan, catalog, fetcher, &prepared.root_dir).await?;
     // Held until the packages are committed: a concurrent `cache gc`/`clean` waits for it.
     let _cache_held = fetcher.hold_cache().await.map_err(InstallError::from)?;
     let tarballs = installer::fetch_tarballs(plan, catalog, fetcher).await;
     fetched();
     let tarballs = tarballs?;
-    installer::check_prefix_lengths(plan, &prepared.root_dir, &tarballs)?;
+    installer::check_prefix_lengths(plan, &prepared.root_dir, &tarballs, &known)?;
 
     let root = InstallRoot::open(&prepared.root_dir, Some(&prepared.projection), true)
         .map_err(|e| FlowError::Root(e.to_string()))?;

@@ -197,17 +197,24 @@ pub fn peek_build_prefix_from(gzipped: impl std::io::Read) -> Option<String> {
 }
 
 /// Refuse, before anything is written, a prefix longer than the one the package was built in.
+/// `known` holds the build prefixes learnt before the download ([`check_prefix_lengths_early`]):
+/// only the other tarballs are read again.
 pub fn check_prefix_lengths(
     plan: &Plan,
     root_dir: &Path,
     tarballs: &HashMap<String, PathBuf>,
+    known: &BuildPrefixes,
 ) -> Result<(), InstallError> {
-    let build_prefixes: HashMap<String, Option<String>> = tarballs
+    let build_prefixes: BuildPrefixes = tarballs
         .iter()
+        .filter(|(hash, _)| !matches!(known.get(*hash), Some(Some(_))))
         .map(|(hash, tarball)| (hash.clone(), peek_build_prefix(tarball)))
         .collect();
     check_lengths(plan, root_dir, &build_prefixes)
 }
+
+/// DAG hash → build prefix of its tarball, when known.
+pub type BuildPrefixes = HashMap<String, Option<String>>;
 
 /// How much of a tarball [`check_prefix_lengths_early`] reads first, and at most.
 const PEEK_FIRST: u64 = 64 << 10;
@@ -235,9 +242,9 @@ pub async fn check_prefix_lengths_early(
     catalog: &Catalog,
     fetcher: &Fetcher,
     root_dir: &Path,
-) -> Result<(), InstallError> {
+) -> Result<BuildPrefixes, InstallError> {
     let items: Vec<(&PlanItem, &VerifiedEntry)> = plan.to_install().collect();
-    let build_prefixes: HashMap<String, Option<String>> =
+    let build_prefixes: BuildPrefixes =
         futures_util::stream::iter(items.into_iter().map(|(item, e)| async move {
             let req = tarball_request(catalog, e);
             let mut old = None;
@@ -259,13 +266,14 @@ pub async fn check_prefix_lengths_early(
         .buffer_unordered(8)
         .collect()
         .await;
-    check_lengths(plan, root_dir, &build_prefixes)
+    check_lengths(plan, root_dir, &build_prefixes)?;
+    Ok(build_prefixes)
 }
 
 fn check_lengths(
     plan: &Plan,
     root_dir: &Path,
-    build_prefixes: &HashMap<String, Option<String>>,
+    build_prefixes: &BuildPrefixes,
 ) -> Result<(), InstallError> {
     let root_len = root_dir.as_os_str().len();
     for (item, _) in plan.to_install() {
