@@ -134,10 +134,14 @@ fn env_stem(name: &str) -> String {
 
 /// `<module_dir>/<name>/<version>.lua`, with `/` in either part replaced.
 pub fn module_path(module_dir: &Path, name: &str, version: &str) -> PathBuf {
-    let clean = |s: &str| s.replace(['/', '\0'], "_");
     module_dir
-        .join(clean(name))
-        .join(format!("{}.lua", clean(version)))
+        .join(module_name(name))
+        .join(format!("{}.lua", module_name(version)))
+}
+
+/// A name or version as a path component of the module tree (`/` and NUL replaced).
+fn module_name(s: &str) -> String {
+    s.replace(['/', '\0'], "_")
 }
 
 /// Resolve full hashes or unique prefixes against the installed packages (order kept, each
@@ -352,10 +356,8 @@ pub fn write_modules(
 /// in `<module_dir>/<name>/.modulerc.lua` (Lmod would otherwise take the highest version, which
 /// may be a `-gpu` one).
 fn write_default_marker(module_dir: &Path, name: &str) -> Result<(), ModulesError> {
-    let dir = module_path(module_dir, name, "x")
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| module_dir.to_path_buf());
+    let dir_name = module_name(name);
+    let dir = module_dir.join(&dir_name);
     let versions: Vec<String> = crate::fs::sorted_entries(&dir)
         .map_err(io_err(&dir))?
         .into_iter()
@@ -376,10 +378,6 @@ fn write_default_marker(module_dir: &Path, name: &str) -> Result<(), ModulesErro
     else {
         return Ok(());
     };
-    let dir_name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let text = format!(
         "-- Written by sf-cache: `module load {dir_name}` takes the CPU build; the GPU build is {dir_name}/<version>-gpu.\nmodule_version({:?}, \"default\")\n",
         format!("{dir_name}/{default}")
