@@ -95,14 +95,7 @@ pub fn uninstall(ctx: &Context, args: &UninstallArgs) -> CmdResult {
             ));
         }
         if found.len() > 1 {
-            let names: Vec<String> = found
-                .iter()
-                .map(|(_, r)| uninstaller::display_name(r))
-                .collect();
-            return Err(Failure::usage(format!(
-                "`{q}` matches several installed packages: {}; add a version or /hash",
-                names.join(", ")
-            )));
+            return Err(super::roots::several(q, &found));
         }
         hashes.push(found[0].1.hash.clone());
     }

@@ -92,3 +92,15 @@ pub(crate) fn no_match(root: &InstallRoot, q: &str) -> Failure {
         ),
     )
 }
+
+/// The query `q` matches several installed packages: a usage error naming them.
+pub(crate) fn several(q: &str, found: &[(std::path::PathBuf, Receipt)]) -> Failure {
+    let names: Vec<String> = found
+        .iter()
+        .map(|(_, r)| crate::install::uninstall::display_name(r))
+        .collect();
+    Failure::usage(format!(
+        "`{q}` matches several installed packages: {}; add a version or /hash",
+        names.join(", ")
+    ))
+}

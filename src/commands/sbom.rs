@@ -61,15 +61,7 @@ fn installed_docs(root: &Path, queries: &[String], format: Format) -> Result<Vec
         let (prefix, receipt) = match found.as_slice() {
             [] => return Err(super::roots::no_match(&root, q)),
             [one] => one,
-            many => {
-                return Err(Failure::usage(format!(
-                    "`{q}` matches several installed packages: {}; add a version or /hash",
-                    many.iter()
-                        .map(|(_, r)| format!("{}@{} /{}", r.name, r.version, &r.hash[..7]))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )))
-            }
+            many => return Err(super::roots::several(q, many)),
         };
         let spec_path = prefix.join(".spack/spec.json");
         let text = std::fs::read(&spec_path)
