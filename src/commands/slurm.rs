@@ -490,7 +490,7 @@ fn print_setup(ctx: &Context, r: &SetupReport) -> CmdResult {
             "node ready for {}: start {} (systemctl daemon-reload && systemctl enable --now {}), or run them in the foreground:",
             r.roles
                 .iter()
-                .map(|x| serde_json::to_value(x).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
+                .map(|x| x.name())
                 .collect::<Vec<_>>()
                 .join(","),
             r.daemons.iter().map(|d| d.name).collect::<Vec<_>>().join(", "),

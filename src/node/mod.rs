@@ -97,7 +97,8 @@ pub enum Role {
 }
 
 impl Role {
-    fn name(self) -> &'static str {
+    /// The role as `--role` spells it.
+    pub fn name(self) -> &'static str {
         match self {
             Role::Controller => "controller",
             Role::Compute => "compute",
