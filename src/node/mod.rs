@@ -808,3 +808,34 @@ pub fn check(opts: &SetupOptions) -> Result<Vec<CheckLine>, NodeError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_parse_and_print() {
+        let r = Roles::parse("compute, controller").unwrap();
+        assert_eq!(r.to_string(), "controller,compute");
+        assert!(r.has(Role::Controller) && r.has(Role::Compute) && !r.has(Role::Dbd));
+        let e = Roles::parse("controller,master").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Usage);
+        assert!(e.to_string().starts_with("unknown role `master`"), "{e}");
+    }
+
+    #[test]
+    fn a_rundir_that_makes_the_socket_too_long_is_refused_naming_the_limit() {
+        let dirs = Dirs {
+            run: PathBuf::from(format!("/{}", "r".repeat(90))),
+            ..Dirs::default()
+        };
+        let len = dirs.munge_socket().as_os_str().len();
+        assert!(len > MAX_SOCKET_PATH);
+        let e = NodeError::SocketTooLong {
+            path: dirs.munge_socket(),
+            len,
+        };
+        assert!(e.to_string().contains("longer than the 107 bytes"), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Usage);
+    }
+}
