@@ -10,6 +10,7 @@ pub mod layout;
 pub mod manifest;
 pub mod mirror;
 pub mod oci;
+pub mod oci_store;
 pub mod trust_context;
 pub mod writer;
 
@@ -22,6 +23,7 @@ pub use catalog::{Catalog, CatalogEntry, ClosureNode};
 pub use entry::{BlobRef, SignatureReport, VerifiedEntry};
 pub use layout::Layout;
 pub use mirror::{IndexCache, Mirror};
+pub use oci_store::open_store;
 pub use trust_context::TrustContext;
 
 #[derive(Debug, Error)]
@@ -69,9 +71,9 @@ impl BuildcacheError {
     /// What sort of failure this is (README, exit codes: 1 other, 3 verification, 4 no match).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            BuildcacheError::Verification { .. } | BuildcacheError::ChecksumMismatch { .. } => {
-                ErrorKind::Verification
-            }
+            BuildcacheError::Verification { .. }
+            | BuildcacheError::ChecksumMismatch { .. }
+            | BuildcacheError::Store(StoreError::Corrupt { .. }) => ErrorKind::Verification,
             BuildcacheError::NoMatch { .. } | BuildcacheError::NoRunnableMatch { .. } => {
                 ErrorKind::NoMatch
             }

@@ -99,7 +99,12 @@ pub async fn run(ctx: &Context, a: &MirrorCmdArgs) -> CmdResult {
         queries.push(parse_query(std::slice::from_ref(w))?);
     }
     let signer = read_signer(a)?;
-    let to_v3 = a.to_layout.as_deref() == Some("v3");
+    // A registry holds layout v3 only: what comes from a v2 cache is converted.
+    let to_oci = dest.as_deref().is_some_and(|d| {
+        let url = ctx.config.mirror_named(d).map_or(d, |m| m.url.as_str());
+        crate::buildcache::oci::is_oci_url(url)
+    });
+    let to_v3 = a.to_layout.as_deref() == Some("v3") || to_oci;
     if signer.is_some() && !to_v3 {
         tracing::warn!(
             "--key is only used with --to-layout v3; manifests are copied as signed at the source"

@@ -27,7 +27,7 @@ use crate::buildcache::{BuildcacheError, Catalog, IndexCache, Mirror, TrustConte
 use crate::cli::{GlobalArgs, MirrorArgs};
 use crate::config::{Config, Paths};
 use crate::spec::Query;
-use crate::store::{Store, StoreOptions};
+use crate::store::StoreOptions;
 use crate::trust::{Keyring, UserKeyring};
 use crate::ui::Output;
 
@@ -128,6 +128,18 @@ impl From<crate::trust::TrustError> for Failure {
 
 pub type CmdResult = Result<(), Failure>;
 
+use crate::store::oci::OciCredentials;
+
+/// Registry credentials of a configured mirror (environment variable names; the auth file
+/// otherwise).
+fn oci_credentials(m: &crate::config::MirrorConfig) -> OciCredentials {
+    OciCredentials {
+        username_env: m.oci_username_variable.clone(),
+        password_env: m.oci_password_variable.clone(),
+        auth_file: None,
+    }
+}
+
 /// Everything a command needs from the global flags and the config.
 pub struct Context {
     /// `--offline`: nothing from the network, only the local caches.
@@ -160,11 +172,16 @@ impl Context {
     /// A store to write into (`dest`: a path, file:// or s3:// URL); `what` names it in
     /// messages (`destination`, `--publish`). HTTP(S) is refused: it cannot be written.
     pub fn open_writable(&self, what: &str, dest: &str) -> Result<crate::store::Store, Failure> {
-        let store = crate::store::Store::open(dest, &self.store_options(None))
-            .map_err(|e| Failure::usage(format!("{what} `{dest}`: {e}")))?;
+        let (url, token_env, creds) = match self.config.mirror_named(dest) {
+            Some(m) => (m.url.clone(), m.token_env.clone(), oci_credentials(m)),
+            None => (dest.to_string(), None, OciCredentials::default()),
+        };
+        let store =
+            crate::buildcache::open_store(&url, &self.store_options(token_env.as_deref()), &creds)
+                .map_err(|e| Failure::usage(format!("{what} `{dest}`: {e}")))?;
         if store.kind() == crate::store::StoreKind::Http {
             return Err(Failure::usage(format!(
-                "{what} `{dest}` is an HTTP URL, which cannot be written; give a path, file:// or s3:// URL"
+                "{what} `{dest}` is an HTTP URL, which cannot be written; give a path, file://, s3:// or oci:// URL"
             )));
         }
         Ok(store)
@@ -241,13 +258,30 @@ impl Context {
         } else {
             spec
         };
-        let (name, url, signed, token_env) = match self.config.mirror_named(spec) {
-            Some(m) => (m.name.clone(), m.url.clone(), m.signed, m.token_env.clone()),
-            None => (spec.to_string(), spec.to_string(), true, None),
+        let (name, url, signed, token_env, creds) = match self.config.mirror_named(spec) {
+            Some(m) => (
+                m.name.clone(),
+                m.url.clone(),
+                m.signed,
+                m.token_env.clone(),
+                oci_credentials(m),
+            ),
+            None => (
+                spec.to_string(),
+                spec.to_string(),
+                true,
+                None,
+                OciCredentials::default(),
+            ),
         };
-        let store = Store::open(&url, &self.store_options(token_env.as_deref())).map_err(|e| {
+        let store = crate::buildcache::open_store(
+            &url,
+            &self.store_options(token_env.as_deref()),
+            &creds,
+        )
+        .map_err(|e| {
             Failure::usage(format!(
-                "mirror `{spec}`: {e}; give a URL (file://, http://, https://, s3://), a path, or a mirror name from the config"
+                "mirror `{spec}`: {e}; give a URL (file://, http://, https://, s3://, oci://), a path, or a mirror name from the config"
             ))
         })?;
         let url = store.display_url();

@@ -90,6 +90,14 @@ pub struct MirrorConfig {
     /// Name of an environment variable holding a bearer token for this mirror.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// OCI registries: names of the environment variables holding the user name and the
+    /// password or token (Spack's `--oci-username-variable` / `--oci-password-variable`).
+    /// Without them, the Docker/Podman auth file is read (`$REGISTRY_AUTH_FILE`, else
+    /// `~/.docker/config.json`).
+    #[serde(default)]
+    pub oci_username_variable: Option<String>,
+    #[serde(default)]
+    pub oci_password_variable: Option<String>,
 }
 
 fn default_true() -> bool {

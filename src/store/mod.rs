@@ -1,7 +1,9 @@
 //! Object stores: local directories (`/path`, `file://`), HTTP(S) servers (read-only) and S3
 //! buckets (`s3://bucket/prefix`, also S3-compatible servers via a custom endpoint).
 //!
-//! [`Store`] is a cheap-to-clone enum over backends.
+//! [`Store`] is a cheap-to-clone enum over backends. A layer above may add a backend of its
+//! own through [`Backend`] (`Store::Layout`): the OCI registry presented as a layout-v3 cache
+//! lives in `buildcache::oci_store`, since mapping cache paths to images is layout knowledge.
 //!
 //! Paths given to the methods (`rel`) are relative, `/`-separated object keys such as
 //! `blobs/sha256/ab/abcd…`; `..`, absolute paths and empty segments are refused.
@@ -17,9 +19,11 @@ mod s3;
 
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::Stream;
 
 pub use file::FileStore;
@@ -70,6 +74,10 @@ pub enum StoreError {
     /// to put them. Never contains a secret.
     #[error("{url}: unauthorized (401): {hint}")]
     Unauthorized { url: String, hint: String },
+    /// A registry served something that is not what was asked for (a blob whose bytes do not
+    /// match its digest, a tag that holds no image): corruption or tampering.
+    #[error("{url}: {reason}")]
+    Corrupt { url: String, reason: String },
     /// Credentials were configured but could not be loaded (broken AWS profile, expired SSO, …).
     #[error("{url}: cannot load credentials: {reason} (fix the AWS profile/environment settings)")]
     Credentials { url: String, reason: String },
@@ -211,6 +219,7 @@ pub enum StoreKind {
     File,
     Http,
     S3,
+    Oci,
 }
 
 impl std::fmt::Display for StoreKind {
@@ -219,8 +228,44 @@ impl std::fmt::Display for StoreKind {
             StoreKind::File => "file",
             StoreKind::Http => "http",
             StoreKind::S3 => "s3",
+            StoreKind::Oci => "oci",
         })
     }
+}
+
+/// A backend defined above this module, reached through the same path-keyed operations as the
+/// built-in ones (see [`Store`] for what each does). Implementations keep credentials out of
+/// `Debug` and [`Backend::display_url`].
+pub trait Backend: std::fmt::Debug + Send + Sync {
+    fn kind(&self) -> StoreKind;
+    fn display_url(&self) -> String;
+    fn get_bytes<'a>(&'a self, rel: &'a str) -> BoxFuture<'a, Result<Bytes, StoreError>>;
+    fn get_stream<'a>(
+        &'a self,
+        rel: &'a str,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ObjectStream, StoreError>>;
+    fn head<'a>(&'a self, rel: &'a str) -> BoxFuture<'a, Result<Option<ObjectMeta>, StoreError>>;
+    fn why_absent<'a>(&'a self, probed: &'a [&'a str]) -> BoxFuture<'a, String>;
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+    fn put_bytes<'a>(&'a self, rel: &'a str, bytes: Bytes)
+        -> BoxFuture<'a, Result<(), StoreError>>;
+    fn get_with_etag<'a>(
+        &'a self,
+        rel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(Bytes, String)>, StoreError>>;
+    fn put_bytes_if<'a>(
+        &'a self,
+        rel: &'a str,
+        bytes: Bytes,
+        pre: Precondition,
+    ) -> BoxFuture<'a, Result<String, StoreError>>;
+    fn delete<'a>(&'a self, rel: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn put_file<'a>(
+        &'a self,
+        rel: &'a str,
+        path: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 }
 
 /// An object store. Cheap to clone (`Arc` inside), `Send + Sync`.
@@ -229,6 +274,8 @@ pub enum Store {
     File(FileStore),
     Http(HttpStore),
     S3(S3Store),
+    /// A backend of a layer above (an OCI registry seen as a layout-v3 cache).
+    Layout(Arc<dyn Backend>),
 }
 
 impl Store {
@@ -262,7 +309,7 @@ impl Store {
         if let Some((scheme, _)) = trimmed.split_once("://") {
             return Err(StoreError::Unsupported {
                 what: format!(
-                    "URL scheme {scheme:?} (use a path, file://, http://, https:// or s3://)"
+                    "URL scheme {scheme:?} (use a path, file://, http://, https://, s3://, oci:// or oci+http://)"
                 ),
             });
         }
@@ -275,6 +322,7 @@ impl Store {
             Store::File(s) => s.display_url(),
             Store::Http(s) => s.display_url(),
             Store::S3(s) => s.display_url(),
+            Store::Layout(b) => b.display_url(),
         }
     }
 
@@ -284,6 +332,7 @@ impl Store {
             Store::File(_) => StoreKind::File,
             Store::Http(_) => StoreKind::Http,
             Store::S3(_) => StoreKind::S3,
+            Store::Layout(b) => b.kind(),
         }
     }
 
@@ -298,6 +347,7 @@ impl Store {
             Store::File(s) => s.get_bytes(rel).await,
             Store::Http(s) => s.get_bytes(rel).await,
             Store::S3(s) => s.get_bytes(rel).await,
+            Store::Layout(b) => b.get_bytes(rel).await,
         }
     }
 
@@ -307,6 +357,7 @@ impl Store {
             Store::File(s) => s.get_stream(rel, offset).await,
             Store::Http(s) => s.get_stream(rel, offset).await,
             Store::S3(s) => s.get_stream(rel, offset).await,
+            Store::Layout(b) => b.get_stream(rel, offset).await,
         }
     }
 
@@ -316,6 +367,7 @@ impl Store {
             Store::File(s) => s.head(rel).await,
             Store::Http(s) => s.head(rel).await,
             Store::S3(s) => s.head(rel).await,
+            Store::Layout(b) => b.head(rel).await,
         }
     }
 
@@ -364,6 +416,7 @@ impl Store {
                 ),
                 Err(e) => format!("cannot check bucket {}: {e}", s.bucket()),
             },
+            Store::Layout(b) => b.why_absent(probed).await,
         }
     }
 
@@ -378,6 +431,7 @@ impl Store {
         match self {
             Store::File(s) => s.list(prefix).await,
             Store::S3(s) => s.list(prefix).await,
+            Store::Layout(b) => b.list(prefix).await,
             Store::Http(s) => Err(StoreError::Unsupported {
                 what: format!("listing objects of HTTP store {}", s.display_url()),
             }),
@@ -389,6 +443,7 @@ impl Store {
         match self {
             Store::File(s) => s.put_bytes(rel, bytes).await,
             Store::S3(s) => s.put_bytes(rel, bytes).await,
+            Store::Layout(b) => b.put_bytes(rel, bytes).await,
             Store::Http(s) => Err(StoreError::Unsupported {
                 what: format!("writing to HTTP store {}", s.display_url()),
             }),
@@ -404,6 +459,7 @@ impl Store {
             Store::File(s) => s.get_with_etag(rel).await,
             Store::Http(s) => s.get_with_etag(rel).await,
             Store::S3(s) => s.get_with_etag(rel).await,
+            Store::Layout(b) => b.get_with_etag(rel).await,
         }
     }
 
@@ -420,6 +476,7 @@ impl Store {
         match self {
             Store::File(s) => s.put_bytes_if(rel, bytes, pre).await,
             Store::S3(s) => s.put_bytes_if(rel, bytes, pre).await,
+            Store::Layout(b) => b.put_bytes_if(rel, bytes, pre).await,
             Store::Http(s) => Err(StoreError::Unsupported {
                 what: format!("writing to HTTP store {}", s.display_url()),
             }),
@@ -431,6 +488,7 @@ impl Store {
         match self {
             Store::File(s) => s.delete(rel).await,
             Store::S3(s) => s.delete(rel).await,
+            Store::Layout(b) => b.delete(rel).await,
             Store::Http(s) => Err(StoreError::Unsupported {
                 what: format!("deleting from HTTP store {}", s.display_url()),
             }),
@@ -443,6 +501,7 @@ impl Store {
         match self {
             Store::File(s) => s.put_file(rel, path).await,
             Store::S3(s) => s.put_file(rel, path).await,
+            Store::Layout(b) => b.put_file(rel, path).await,
             Store::Http(s) => Err(StoreError::Unsupported {
                 what: format!("writing to HTTP store {}", s.display_url()),
             }),

@@ -614,6 +614,36 @@ impl OciClient {
         .await
     }
 
+    /// Delete a blob. Registries that do not allow deletes (405, the default of many) leave it
+    /// to their garbage collection: an unreferenced blob is invisible to every reader.
+    pub async fn delete_blob(&self, digest: &str) -> Result<(), StoreError> {
+        self.delete(&self.api(&format!("blobs/{digest}"))).await
+    }
+
+    /// Delete the manifest a tag points at (and so the tag); a missing tag is not an error.
+    pub async fn delete_tag(&self, tag: &str) -> Result<(), StoreError> {
+        let Some(m) = self.get_manifest(tag).await? else {
+            return Ok(());
+        };
+        self.delete(&self.api(&format!("manifests/{}", m.digest)))
+            .await
+    }
+
+    async fn delete(&self, url: &str) -> Result<(), StoreError> {
+        let scope = format!("repository:{}:delete", self.inner.repository);
+        let c = self.inner.client.clone();
+        let u = url.to_string();
+        let resp = self.send(url, &scope, &move || c.delete(&u)).await?;
+        match resp.status() {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            StatusCode::METHOD_NOT_ALLOWED | StatusCode::FORBIDDEN => {
+                tracing::debug!(url = %url, "the registry does not allow deletes");
+                Ok(())
+            }
+            s => Err(Self::status_error(url, s)),
+        }
+    }
+
     /// Tags of the repository (follows `Link` pagination).
     pub async fn list_tags(&self) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod http_server;
+pub mod registry;
 pub mod s3;
 
 #[allow(unused_imports)]
