@@ -172,6 +172,36 @@ fn fixtures_round_trip_through_a_registry_signed_and_checked_by_skopeo() {
     );
     check_greet(&root2);
 
+    // Another repository of the same registry: the tarballs are mounted, never downloaded.
+    let (tar_hex, _) = manifest_blob(
+        &greet_manifest(&fx("spack-v3")),
+        "application/vnd.spack.install",
+    );
+    let pulled = |r: &Registry| r.requests("GET", &format!("/v2/fixtures/blobs/sha256:{tar_hex}"));
+    let before = pulled(&reg);
+    let copy_url = reg.url("fixtures-copy");
+    let c = ok_json(&home, &["mirror", &url, &copy_url]);
+    assert_eq!(c["specs"], 3, "{c}");
+    assert_eq!(
+        pulled(&reg),
+        before,
+        "greet's tarball was downloaded instead of mounted"
+    );
+    assert!(reg.requests("POST", "mount=sha256") >= 3, "{}", reg.log());
+    let root3 = dir.path().join("root3");
+    ok(
+        &user,
+        &[
+            "install",
+            "greet",
+            "--mirror",
+            &copy_url,
+            "--root",
+            s(&root3),
+        ],
+    );
+    check_greet(&root3);
+
     // skopeo reads every image: manifest, config (the spec), and a copy whose layers are the v3 blobs.
     for (n, v, h) in [
         ("greet", "2.1.0", V3_GREET),

@@ -209,7 +209,7 @@ async fn fetch_v3(
 ) -> Result<VerifiedEntry, BuildcacheError> {
     let spec = &entry.spec;
     let path = layout::v3_spec_manifest(&spec.name, &spec.version, &spec.hash);
-    let what = format!("{}/{}", mirror.url, path);
+    let what = mirror.object_url(&path);
     let text = mirror.get(&path).await?;
     let verification = verify_text(mirror, &text, &what, trust).await?;
     let manifest = Manifest::parse(&verification.payload, &what)?;
@@ -226,7 +226,7 @@ async fn fetch_v3(
             reason: "manifest names no spec blob".into(),
         })?;
     let spec_bytes = mirror.get_verified_blob(spec_rec).await?;
-    let spec_what = format!("{}/{}", mirror.url, spec_rec.path());
+    let spec_what = mirror.object_url(&spec_rec.path());
     let json = maybe_gunzip(&spec_bytes, &spec_what)?;
     let specfile = parse_specfile(&json, &spec_what)?;
     let warnings = check_specfile(&specfile, entry, 3, &spec_what)?;
@@ -295,18 +295,18 @@ async fn fetch_v2(
                 None => {
                     if mirror.get_optional(&stem.yaml_spec_file()).await?.is_some() {
                         return Err(BuildcacheError::Unsupported {
-                            what: format!("{}/{}", mirror.url, stem.yaml_spec_file()),
+                            what: mirror.object_url(&stem.yaml_spec_file()),
                             reason: "is a .spec.yaml file (Spack ≤ 0.16); re-push the package with Spack ≥ 0.18".into(),
                         });
                     }
                     return Err(BuildcacheError::Store(crate::store::StoreError::NotFound {
-                        url: format!("{}/{}", mirror.url, signed_path),
+                        url: mirror.object_url(&signed_path),
                     }));
                 }
             }
         }
     };
-    let what = format!("{}/{}", mirror.url, path);
+    let what = mirror.object_url(&path);
     let verification = verify_text(mirror, &text, &what, trust).await?;
     let specfile = parse_specfile(&verification.payload, &what)?;
     let warnings = check_specfile(&specfile, entry, 2, &what)?;
@@ -346,7 +346,7 @@ pub async fn verify_blob_by_download(
 ) -> Result<u64, BuildcacheError> {
     use futures_util::StreamExt;
     use sha2::Digest;
-    let what = format!("{}/{}", mirror.url, blob.path);
+    let what = mirror.object_url(&blob.path);
     if blob.algorithm != "sha256" {
         return Err(BuildcacheError::Malformed {
             what,

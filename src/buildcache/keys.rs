@@ -47,11 +47,11 @@ pub async fn mirror_keys(mirror: &Mirror) -> Result<Vec<KeyInfo>, BuildcacheErro
     // v3: key index, else a listing of the key manifests where the store can list.
     let mut fingerprints = Vec::new();
     if let Some(bytes) = mirror.get_optional(layout::V3_KEY_INDEX_MANIFEST).await? {
-        let what = format!("{}/{}", mirror.url, layout::V3_KEY_INDEX_MANIFEST);
+        let what = mirror.object_url(layout::V3_KEY_INDEX_MANIFEST);
         let manifest = Manifest::parse(&bytes, &what)?;
         if let Some(rec) = manifest.data.first() {
             let blob = mirror.get_verified_blob(rec).await?;
-            fingerprints = parse_key_index(&blob, &format!("{}/{}", mirror.url, rec.path()))?;
+            fingerprints = parse_key_index(&blob, &mirror.object_url(&rec.path()))?;
         }
     } else if let Ok(names) = mirror.store.list(layout::V3_KEY_DIR).await {
         fingerprints = names
@@ -67,7 +67,7 @@ pub async fn mirror_keys(mirror: &Mirror) -> Result<Vec<KeyInfo>, BuildcacheErro
         let Some(bytes) = mirror.get_optional(&path).await? else {
             continue;
         };
-        let what = format!("{}/{}", mirror.url, path);
+        let what = mirror.object_url(&path);
         let manifest = Manifest::parse(&bytes, &what)?;
         if let Some(rec) = manifest.data.first() {
             let blob = mirror.get_verified_blob(rec).await?;
@@ -76,14 +76,11 @@ pub async fn mirror_keys(mirror: &Mirror) -> Result<Vec<KeyInfo>, BuildcacheErro
     }
     // v2: build_cache/_pgp/index.json and <FPR>.pub.
     if let Some(bytes) = mirror.get_optional(layout::V2_KEY_INDEX).await? {
-        let what = format!("{}/{}", mirror.url, layout::V2_KEY_INDEX);
+        let what = mirror.object_url(layout::V2_KEY_INDEX);
         for fpr in parse_key_index(&bytes, &what)? {
             let path = layout::v2_key_file(&fpr);
             if let Some(key) = mirror.get_optional(&path).await? {
-                push(
-                    parse_armored(&key, &format!("{}/{}", mirror.url, path))?,
-                    &mut out,
-                );
+                push(parse_armored(&key, &mirror.object_url(&path))?, &mut out);
             }
         }
     }

@@ -155,6 +155,11 @@ impl Mirror {
         }
     }
 
+    /// An object of this mirror as messages name it (a registry names images by tag).
+    pub fn object_url(&self, rel: &str) -> String {
+        self.store.object_url(rel)
+    }
+
     /// Fetch a small object; `Ok(None)` when it does not exist.
     pub async fn get_optional(&self, rel: &str) -> Result<Option<bytes::Bytes>, BuildcacheError> {
         let cached = self.meta_cache.as_ref().map(|d| d.join(rel));
@@ -181,10 +186,10 @@ impl Mirror {
         match self.get_optional(rel).await? {
             Some(b) => Ok(b),
             None if self.offline => Err(BuildcacheError::Offline {
-                what: format!("{}/{}", self.url, rel),
+                what: self.object_url(rel),
             }),
             None => Err(BuildcacheError::Store(StoreError::NotFound {
-                url: format!("{}/{}", self.url, rel),
+                url: self.object_url(rel),
             })),
         }
     }
@@ -196,7 +201,7 @@ impl Mirror {
     ) -> Result<bytes::Bytes, BuildcacheError> {
         let path = record.path();
         let bytes = self.get(&path).await?;
-        let what = format!("{}/{}", self.url, path);
+        let what = self.object_url(&path);
         check_blob(&bytes, &record.checksum_algorithm, &record.checksum, &what)?;
         if bytes.len() as u64 != record.content_length {
             return Err(BuildcacheError::ChecksumMismatch {
@@ -255,7 +260,7 @@ impl Mirror {
         let Some(manifest_bytes) = self.get_optional(layout::V3_INDEX_MANIFEST).await? else {
             return Ok(None);
         };
-        let what = format!("{}/{}", self.url, layout::V3_INDEX_MANIFEST);
+        let what = self.object_url(layout::V3_INDEX_MANIFEST);
         let manifest = Manifest::parse(&manifest_bytes, &what)?;
         let record = manifest
             .record(media::INDEX, media::INDEX_PREFIX)
@@ -293,7 +298,7 @@ impl Mirror {
             }
         }
         let bytes = self.get_verified_blob(record).await?;
-        let index = Index::parse(&bytes, &format!("{}/{}", self.url, record.path()))?;
+        let index = Index::parse(&bytes, &self.object_url(&record.path()))?;
         cache.write(&path, &bytes);
         cache.write_parsed(&path, &index);
         Ok(Some(LoadedIndex {
@@ -369,7 +374,7 @@ impl Mirror {
                 );
             }
         }
-        let index = Index::parse(&bytes, &format!("{}/{}", self.url, layout::V2_INDEX))?;
+        let index = Index::parse(&bytes, &self.object_url(layout::V2_INDEX))?;
         let path = cache.path(&self.url, Layout::V2, &actual);
         cache.write(&path, &bytes);
         cache.write_parsed(&path, &index);

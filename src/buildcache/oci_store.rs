@@ -271,13 +271,13 @@ impl OciStore {
         }
     }
 
-    fn object_url(&self, what: &str) -> String {
+    fn tag_url(&self, what: &str) -> String {
         format!("{}:{what}", self.url.display())
     }
 
     fn corrupt(&self, what: &str, reason: impl Into<String>) -> StoreError {
         StoreError::Corrupt {
-            url: self.object_url(what),
+            url: self.tag_url(what),
             reason: reason.into(),
         }
     }
@@ -395,7 +395,7 @@ impl OciStore {
 
     fn not_found(&self, rel: &str) -> StoreError {
         StoreError::NotFound {
-            url: format!("{}/{rel}", self.url.display()),
+            url: Backend::object_url(self, rel),
         }
     }
 
@@ -642,7 +642,7 @@ impl OciStore {
                 let actual = sha256_digest(&bytes);
                 if actual != d {
                     return Err(StoreError::InvalidLocation {
-                        location: self.object_url(rel),
+                        location: Backend::object_url(self, rel),
                         reason: format!("the bytes hash to {actual}, not to the path's digest"),
                     });
                 }
@@ -722,8 +722,63 @@ impl Backend for OciStore {
         StoreKind::Oci
     }
 
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    /// A blob of another repository of the same registry is mounted, not downloaded and
+    /// uploaded again.
+    fn copy_within<'a>(
+        &'a self,
+        src: &'a Store,
+        src_rel: &'a str,
+        rel: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move {
+            let Store::Layout(b) = src else {
+                return Ok(false);
+            };
+            let Some(other) = b.as_any().downcast_ref::<OciStore>() else {
+                return Ok(false);
+            };
+            let (Ok(Object::Blob(d)), Ok(Object::Blob(from))) = (classify(rel), classify(src_rel))
+            else {
+                return Ok(false);
+            };
+            if d != from
+                || other.url.scheme != self.url.scheme
+                || other.url.registry != self.url.registry
+            {
+                return Ok(false);
+            }
+            if self.client.head_blob(&d).await?.is_some() {
+                return Ok(true);
+            }
+            let mounted = self.client.mount_blob(&d, &other.url.repository).await?;
+            debug!(
+                "{d}: {} from {}",
+                if mounted { "mounted" } else { "not mounted" },
+                other.url.repository
+            );
+            Ok(mounted)
+        }
+        .boxed()
+    }
+
     fn display_url(&self) -> String {
         self.url.display()
+    }
+
+    /// `REPO:TAG` for what a tag holds, `REPO@DIGEST` for blobs (the references of `skopeo`).
+    fn object_url(&self, rel: &str) -> String {
+        let repo = self.url.display();
+        match classify(rel) {
+            Ok(Object::Blob(d)) => format!("{repo}@{d}"),
+            Ok(Object::IndexManifest) => format!("{repo}:{INDEX_TAG}"),
+            Ok(Object::SpecManifest(stem)) => format!("{repo}:{}", stem_tag(&stem)),
+            Ok(Object::Document(tag)) => format!("{repo}:{tag}"),
+            _ => format!("{repo}/{rel}"),
+        }
     }
 
     fn get_bytes<'a>(&'a self, rel: &'a str) -> BoxFuture<'a, Result<Bytes, StoreError>> {
@@ -834,7 +889,7 @@ impl Backend for OciStore {
             };
             if !holds {
                 return Err(StoreError::PreconditionFailed {
-                    url: self.object_url(rel),
+                    url: Backend::object_url(self, rel),
                 });
             }
             self.put(rel, bytes).await

@@ -33,6 +33,17 @@ pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummar
                     return Ok(None);
                 }
                 let one = async {
+                    // Two repositories of one registry: a mount, no transfer.
+                    if dest_ref
+                        .copy_within(&src_ref.store, &b.src_rel, &b.dest_rel)
+                        .await?
+                    {
+                        if let Ok(mut w) = written_ref.lock() {
+                            w.push(b.dest_rel.clone());
+                        }
+                        debug!("mounted {}", b.dest_rel);
+                        return Ok::<_, MirrorError>((i, b.size.unwrap_or(0)));
+                    }
                     let was_cached = fetcher.cache().contains(&b.digest);
                     let req = BlobRequest::new(
                         b.digest.clone(),

@@ -239,6 +239,8 @@ impl std::fmt::Display for StoreKind {
 pub trait Backend: std::fmt::Debug + Send + Sync {
     fn kind(&self) -> StoreKind;
     fn display_url(&self) -> String;
+    /// How messages name one object (see [`Store::object_url`]).
+    fn object_url(&self, rel: &str) -> String;
     fn get_bytes<'a>(&'a self, rel: &'a str) -> BoxFuture<'a, Result<Bytes, StoreError>>;
     fn get_stream<'a>(
         &'a self,
@@ -266,6 +268,15 @@ pub trait Backend: std::fmt::Debug + Send + Sync {
         rel: &'a str,
         path: &'a std::path::Path,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// See [`Store::copy_within`].
+    fn copy_within<'a>(
+        &'a self,
+        src: &'a Store,
+        src_rel: &'a str,
+        rel: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// For [`Backend::copy_within`]: whether `src` is a backend of the same kind.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// An object store. Cheap to clone (`Arc` inside), `Send + Sync`.
@@ -338,7 +349,10 @@ impl Store {
 
     /// The display URL of one object.
     pub fn object_url(&self, rel: &str) -> String {
-        format!("{}/{}", self.display_url(), rel.trim_start_matches('/'))
+        match self {
+            Store::Layout(b) => b.object_url(rel),
+            _ => format!("{}/{}", self.display_url(), rel.trim_start_matches('/')),
+        }
     }
 
     /// Whole object in memory (for small objects: manifests, index, keys).
@@ -492,6 +506,21 @@ impl Store {
             Store::Http(s) => Err(StoreError::Unsupported {
                 what: format!("deleting from HTTP store {}", s.display_url()),
             }),
+        }
+    }
+
+    /// Copy the object `src_rel` of `src` to `rel` here without passing its bytes through this
+    /// process, when both are on one server (a registry's cross-repository blob mount). `false`:
+    /// not possible here; copy it through the client.
+    pub async fn copy_within(
+        &self,
+        src: &Store,
+        src_rel: &str,
+        rel: &str,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Layout(b) => b.copy_within(src, src_rel, rel).await,
+            _ => Ok(false),
         }
     }
 
