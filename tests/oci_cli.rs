@@ -172,6 +172,13 @@ fn fixtures_round_trip_through_a_registry_signed_and_checked_by_skopeo() {
     );
     check_greet(&root2);
 
+    // Registry → one offline bundle → install.
+    let bundle = dir.path().join("fixtures.sfbundle");
+    ok(&home, &["mirror", &url, "--bundle", s(&bundle)]);
+    let root4 = dir.path().join("root4");
+    ok(&user, &["install", "greet", "--mirror", s(&bundle), "--root", s(&root4)]);
+    check_greet(&root4);
+
     // Another repository of the same registry: the tarballs are mounted, never downloaded.
     let (tar_hex, _) = manifest_blob(
         &greet_manifest(&fx("spack-v3")),
