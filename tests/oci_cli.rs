@@ -176,7 +176,17 @@ fn fixtures_round_trip_through_a_registry_signed_and_checked_by_skopeo() {
     let bundle = dir.path().join("fixtures.sfbundle");
     ok(&home, &["mirror", &url, "--bundle", s(&bundle)]);
     let root4 = dir.path().join("root4");
-    ok(&user, &["install", "greet", "--mirror", s(&bundle), "--root", s(&root4)]);
+    ok(
+        &user,
+        &[
+            "install",
+            "greet",
+            "--mirror",
+            s(&bundle),
+            "--root",
+            s(&root4),
+        ],
+    );
     check_greet(&root4);
 
     // Another repository of the same registry: the tarballs are mounted, never downloaded.
@@ -437,6 +447,7 @@ fn tls_with_a_private_ca_and_basic_auth_from_the_auth_file() {
     let reg = Registry::start(Options {
         tls: true,
         auth: true,
+        ..Options::default()
     });
     let url = reg.url("secure");
     let home = Home::trusting();
@@ -617,4 +628,40 @@ fn a_push_killed_midway_leaves_a_readable_registry_and_a_rerun_completes_it() {
     );
     let again = ok_json(&home, &["mirror", s(&local), &url]);
     assert_eq!(again["blobs_copied"], 0, "{again}");
+}
+
+#[test]
+fn bearer_tokens_from_the_registrys_token_service_are_fetched_once_per_scope() {
+    let tokens = tempfile::tempdir().unwrap();
+    let (cert, answer) = common::registry::token_service_answer(tokens.path(), "bearer");
+    std::fs::write(tokens.path().join("token"), &answer).unwrap();
+    let service = common::HttpServer::start(tokens.path());
+    let reg = Registry::start(Options {
+        token: Some((service.url("/token"), cert)),
+        ..Options::default()
+    });
+    let url = reg.url("bearer");
+    let home = Home::trusting();
+    // Anonymous requests are refused with a Bearer challenge; the token answers them.
+    let r = ok_json(&home, &["mirror", s(&fx("spack-v3")), &url]);
+    assert_eq!(r["specs"], 3, "{r}");
+    let fetched = service.requests("/token");
+    assert!(fetched >= 1, "the token service was asked");
+    // One token per scope (pull; pull,push), not one per request: dozens of requests were made.
+    assert!(fetched <= 3, "{fetched} token requests");
+    assert!(reg.requests("PUT", "/manifests/") >= 6);
+    let root = home.dir.path().join("root");
+    ok(
+        &home,
+        &["install", "greet", "--mirror", &url, "--root", s(&root)],
+    );
+    check_greet(&root);
+    let log = service.log();
+    let q = log.iter().find(|r| r.path == "/token").unwrap();
+    assert!(
+        q.target.contains("service=sf-test-registry")
+            && q.target.contains("scope=repository%3Abearer%3Apull"),
+        "{}",
+        q.target
+    );
 }

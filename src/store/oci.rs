@@ -83,6 +83,9 @@ struct Inner {
     auth_hint: String,
     /// Bearer tokens by scope.
     tokens: Mutex<HashMap<String, Secret>>,
+    /// Held while a token is fetched: requests that were refused at the same time wait for that
+    /// token instead of each asking the token service.
+    token_fetch: tokio::sync::Mutex<()>,
     retries: u32,
     backoff_base: Duration,
 }
@@ -205,6 +208,7 @@ impl OciClient {
                 basic,
                 auth_hint,
                 tokens: Mutex::new(HashMap::new()),
+                token_fetch: tokio::sync::Mutex::new(()),
                 retries: opts.retries,
                 backoff_base: opts.backoff_base,
             }),
@@ -237,6 +241,16 @@ impl OciClient {
 
     fn push_scope(&self) -> String {
         format!("repository:{}:pull,push", self.inner.repository)
+    }
+
+    /// The cached token of a scope (its text, to compare; never logged).
+    fn token(&self, scope: &str) -> Option<String> {
+        self.inner
+            .tokens
+            .lock()
+            .unwrap()
+            .get(scope)
+            .map(|t| t.expose().to_string())
     }
 
     fn authorize(&self, req: RequestBuilder, scope: &str) -> RequestBuilder {
@@ -309,6 +323,7 @@ impl OciClient {
         build: &(dyn Fn() -> RequestBuilder + Send + Sync),
     ) -> Result<reqwest::Response, StoreError> {
         for round in 0..2 {
+            let used = self.token(scope);
             let resp = self
                 .authorize(build(), scope)
                 .send()
@@ -324,7 +339,11 @@ impl OciClient {
                 .and_then(parse_challenge);
             match challenge {
                 Some((s, params)) if s == "bearer" && round == 0 => {
-                    self.fetch_token(&params, scope, url).await?
+                    let _one_at_a_time = self.inner.token_fetch.lock().await;
+                    // Another request may have fetched a new token meanwhile.
+                    if self.token(scope) == used {
+                        self.fetch_token(&params, scope, url).await?
+                    }
                 }
                 Some((s, _)) if s == "basic" && round == 0 && self.inner.basic.is_some() => {}
                 _ => return Err(self.unauthorized(url)),

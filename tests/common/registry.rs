@@ -34,10 +34,87 @@ pub struct Registry {
     child: Child,
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 pub struct Options {
     pub tls: bool,
+    /// htpasswd basic auth.
     pub auth: bool,
+    /// Bearer token auth: (realm URL, PEM certificate whose key signs the tokens).
+    pub token: Option<(String, PathBuf)>,
+}
+
+/// The service and issuer names a token for [`Options::token`] must carry.
+pub const TOKEN_SERVICE: &str = "sf-test-registry";
+pub const TOKEN_ISSUER: &str = "sf-test-issuer";
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A signing key and certificate in `dir`, and a registry token (RS256 JWT with the
+/// certificate in `x5c`) granting pull and push on `repo` for an hour, as a token service
+/// answers: `{"token": …, "access_token": …}`. Returns (certificate path, response body).
+pub fn token_service_answer(dir: &Path, repo: &str) -> (PathBuf, String) {
+    require("openssl", "openssl");
+    let key = dir.join("token.key");
+    let cert = dir.join("token.pem");
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sf-cache test token signer",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    let der = Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(der.status.success());
+    use base64::Engine;
+    let x5c = base64::engine::general_purpose::STANDARD.encode(&der.stdout);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
+    let claims = serde_json::json!({
+        "iss": TOKEN_ISSUER, "sub": USER, "aud": TOKEN_SERVICE,
+        "exp": now + 3600, "nbf": now - 60, "iat": now - 60, "jti": format!("sf-{now}"),
+        "access": [{"type": "repository", "name": repo, "actions": ["pull", "push"]}],
+    });
+    let signing_input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
+    let input = dir.join("token.input");
+    std::fs::write(&input, &signing_input).unwrap();
+    let sig = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(&key)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        sig.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sig.stderr)
+    );
+    let jwt = format!("{signing_input}.{}", b64url(&sig.stdout));
+    let body =
+        serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 3600}).to_string();
+    (cert, body)
 }
 
 fn free_port() -> u16 {
@@ -138,6 +215,12 @@ impl Registry {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: sf-cache-test\n    path: {}\n",
                 dir.path().join("htpasswd").display()
+            ));
+        }
+        if let Some((realm, cert)) = &opts.token {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                cert.display()
             ));
         }
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
