@@ -213,10 +213,19 @@ pub async fn install(
         .filter(|(_, e)| !blob_cache.contains(&e.tarball.digest))
         .filter_map(|(_, e)| e.tarball.size)
         .sum();
-    let progress = Arc::new(DownloadProgress::new(
-        ctx.global.quiet || ctx.global.json,
-        total,
-    ));
+    let names: Vec<(String, String)> = plan
+        .to_install()
+        .map(|(_, e)| {
+            let root = e.specfile.root();
+            (
+                e.tarball.digest.clone(),
+                format!("{}@{}", root.name, root.version),
+            )
+        })
+        .collect();
+    let progress = Arc::new(
+        DownloadProgress::new(ctx.global.quiet || ctx.global.json, total).with_names(names),
+    );
     let jobs = args.jobs.or(ctx.config.install.jobs).unwrap_or(8).max(1);
     let defaults = FetchOptions::default();
     let fetcher = Fetcher::new(blob_cache, jobs, progress.clone()).with_options(FetchOptions {

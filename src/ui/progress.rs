@@ -25,6 +25,8 @@ enum Mode {
 
 pub struct DownloadProgress {
     mode: Mode,
+    /// What a blob is, by digest hex (`slurm@24.11.5`): bars and lines name packages, not digests.
+    names: HashMap<String, String>,
 }
 
 fn short(digest: &str) -> &str {
@@ -58,7 +60,28 @@ impl DownloadProgress {
         } else {
             return DownloadProgress::lines_to(Box::new(std::io::stderr()));
         };
-        DownloadProgress { mode }
+        DownloadProgress {
+            mode,
+            names: HashMap::new(),
+        }
+    }
+
+    /// Name blobs after what they hold (digest hex, with or without `sha256:` → a name such as
+    /// `slurm@24.11.5`); blobs without a name are shown by their short digest.
+    pub fn with_names(mut self, names: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.names = names
+            .into_iter()
+            .map(|(d, n)| (d.strip_prefix("sha256:").unwrap_or(&d).to_string(), n))
+            .collect();
+        self
+    }
+
+    fn label(&self, blob: &str) -> String {
+        let hex = blob.strip_prefix("sha256:").unwrap_or(blob);
+        match self.names.get(hex) {
+            Some(n) => n.clone(),
+            None => short(blob).to_string(),
+        }
     }
 
     /// Plain lines (one per blob started, fetched or failed) written to `out`.
@@ -68,6 +91,7 @@ impl DownloadProgress {
                 sizes: Mutex::new(HashMap::new()),
                 out: Mutex::new(out),
             },
+            names: HashMap::new(),
         }
     }
 
@@ -109,7 +133,7 @@ impl DownloadProgress {
                 if fetched {
                     self.line(format_args!(
                         "fetched {} ({})",
-                        short(blob),
+                        self.label(blob),
                         HumanBytes(got)
                     ));
                 }
@@ -169,7 +193,7 @@ impl ProgressSink for DownloadProgress {
                         .unwrap_or_else(|_| ProgressStyle::default_bar())
                         .progress_chars("=> "),
                 );
-                bar.set_prefix(short(blob).to_string());
+                bar.set_prefix(self.label(blob));
                 if let Ok(mut b) = bars.lock() {
                     b.insert(blob.to_string(), bar);
                 }
@@ -180,7 +204,7 @@ impl ProgressSink for DownloadProgress {
                 }
                 self.line(format_args!(
                     "fetching {}{}",
-                    short(blob),
+                    self.label(blob),
                     size.map(|s| format!(" ({})", HumanBytes(s)))
                         .unwrap_or_default()
                 ));
@@ -213,7 +237,7 @@ impl ProgressSink for DownloadProgress {
     }
 
     fn failed(&self, blob: &str, error: &str) {
-        self.line(format_args!("failed {}: {error}", short(blob)));
+        self.line(format_args!("failed {}: {error}", self.label(blob)));
         self.end(blob, false);
     }
 }
@@ -233,6 +257,22 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn blobs_are_named_after_their_packages_when_known() {
+        let out = Shared::default();
+        let p = DownloadProgress::lines_to(Box::new(out.clone()))
+            .with_names([("fd1de8b39bf2bbbb".to_string(), "slurm@24.11.5".to_string())]);
+        p.start("sha256:fd1de8b39bf2bbbb", Some(3));
+        p.start("sha256:630779eee475aaaa", None);
+        p.advance("sha256:fd1de8b39bf2bbbb", 3);
+        p.finish("sha256:fd1de8b39bf2bbbb");
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "fetching slurm@24.11.5 (3 B)\nfetching 630779eee475\nfetched slurm@24.11.5 (3 B)\n"
+        );
     }
 
     #[test]
