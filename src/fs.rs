@@ -100,7 +100,12 @@ pub fn sorted_entries(dir: &Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
 
 /// The digest (raw bytes) and length of a file under any hash `D`, read in 1 MiB blocks.
 pub fn digest_file<D: Digest>(path: &Path) -> std::io::Result<(Vec<u8>, u64)> {
-    let mut f = File::open(path)?;
+    digest_reader::<D>(File::open(path)?)
+}
+
+/// The digest (raw bytes) and length of everything `f` yields, under any hash `D`, read in
+/// 1 MiB blocks.
+pub fn digest_reader<D: Digest>(mut f: impl Read) -> std::io::Result<(Vec<u8>, u64)> {
     let mut hasher = D::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;

@@ -133,7 +133,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Gunzip when the bytes start with the gzip magic (Spack's rule for spec blobs).
-fn maybe_gunzip(bytes: &[u8], what: &str) -> Result<Vec<u8>, BuildcacheError> {
+pub(super) fn maybe_gunzip(bytes: &[u8], what: &str) -> Result<Vec<u8>, BuildcacheError> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(bytes)

@@ -26,7 +26,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use futures_util::FutureExt;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use tracing::debug;
 
 use super::layout::{self, media as v3media};
@@ -36,7 +36,7 @@ use super::oci::{
     INDEX_TAG,
 };
 use crate::spec::{DepTypes, SpecFile};
-use crate::store::oci::{OciClient, OciCredentials};
+use crate::store::oci::{sha256_digest, OciClient, OciCredentials};
 use crate::store::{
     Backend, ObjectMeta, ObjectStream, Precondition, Store, StoreError, StoreKind, StoreOptions,
 };
@@ -89,11 +89,7 @@ fn classify(rel: &str) -> Result<Object, StoreError> {
     };
     if let Some(rest) = rel.strip_prefix("blobs/sha256/") {
         let hex = rest.rsplit('/').next().unwrap_or(rest);
-        let ok = hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        return if ok {
+        return if super::mirror::is_sha256_hex(hex) {
             Ok(Object::Blob(format!("sha256:{hex}")))
         } else {
             Err(unsupported())
@@ -129,10 +125,6 @@ fn classify(rel: &str) -> Result<Object, StoreError> {
 /// The image tag of a spec manifest's stem.
 fn stem_tag(stem: &str) -> String {
     sanitize_tag(&format!("{stem}.spack"))
-}
-
-fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 fn descriptor(media_type: &str, bytes: &[u8]) -> Descriptor {
@@ -178,31 +170,23 @@ fn goarch(target: &str) -> String {
 
 /// `sha256:<hex>` of the uncompressed bytes of a gzip stream (an image layer's `diff_id`).
 fn diff_id_of(reader: impl Read) -> std::io::Result<String> {
-    let mut decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(reader));
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = decoder.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+    let decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(reader));
+    let (digest, _) = crate::fs::digest_reader::<Sha256>(decoder)?;
+    Ok(format!("sha256:{}", hex::encode(digest)))
 }
 
-/// A blocking reader over chunks sent from async code.
+/// A blocking reader over chunks sent from async code (read on a blocking thread).
 struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Bytes>,
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
     current: Bytes,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
-            match self.rx.recv() {
-                Ok(b) => self.current = b,
-                Err(_) => return Ok(0),
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None => return Ok(0),
             }
         }
         let n = out.len().min(self.current.len());
@@ -483,7 +467,7 @@ impl OciStore {
             return Ok(d.clone());
         }
         let mut object = self.client.get_blob_stream(digest, 0).await?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(8);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
         let task = tokio::task::spawn_blocking(move || {
             diff_id_of(ChannelReader {
                 rx,
@@ -491,13 +475,10 @@ impl OciStore {
             })
         });
         while let Some(chunk) = object.stream.next().await {
-            let chunk = chunk?;
-            let tx = tx.clone();
-            // A full channel blocks: hand the send to a blocking thread.
-            tokio::task::spawn_blocking(move || tx.send(chunk))
-                .await
-                .map_err(|e| self.corrupt(digest, e.to_string()))?
-                .map_err(|_| self.corrupt(digest, "the layer is not gzip data"))?;
+            // The reader stops early only when the bytes are not gzip data: its error follows.
+            if tx.send(chunk?).await.is_err() {
+                break;
+            }
         }
         drop(tx);
         let id = task
@@ -575,16 +556,8 @@ impl OciStore {
         };
         if !up_to_date {
             let raw = self.checked_blob(&spec_desc, &tag).await?;
-            let json = if raw.starts_with(&[0x1f, 0x8b]) {
-                let mut out = Vec::new();
-                flate2::read::MultiGzDecoder::new(&raw[..])
-                    .take(64 << 20)
-                    .read_to_end(&mut out)
-                    .map_err(|e| self.corrupt(&tag, format!("the spec blob: {e}")))?;
-                out
-            } else {
-                raw.to_vec()
-            };
+            let json = super::entry::maybe_gunzip(&raw, &tag)
+                .map_err(|e| self.corrupt(&tag, format!("the spec blob: {e}")))?;
             let value: Value = serde_json::from_slice(&json)
                 .map_err(|e| self.corrupt(&tag, format!("the spec blob: {e}")))?;
             let sf = SpecFile::from_value(value.clone())
@@ -943,7 +916,7 @@ impl Backend for OciStore {
                     if magic != [0x1f, 0x8b] {
                         return None;
                     }
-                    diff_id_of(std::fs::File::open(&p).ok()?).ok()
+                    diff_id_of(std::io::Cursor::new(magic).chain(f)).ok()
                 })
                 .await
                 .ok()
@@ -1022,9 +995,9 @@ mod tests {
         std::io::Write::write_all(&mut gz, b"hello tar").unwrap();
         let gz = gz.finish().unwrap();
         assert_eq!(diff_id_of(&gz[..]).unwrap(), sha256_digest(b"hello tar"));
-        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
         for c in gz.chunks(3) {
-            tx.send(Bytes::copy_from_slice(c)).unwrap();
+            tx.try_send(Bytes::copy_from_slice(c)).unwrap();
         }
         drop(tx);
         let r = ChannelReader {

@@ -115,7 +115,8 @@ pub struct FetchedManifest {
     pub digest: String,
 }
 
-fn sha256_digest(bytes: &[u8]) -> String {
+/// `sha256:<hex>` of `bytes`: an OCI digest.
+pub fn sha256_digest(bytes: &[u8]) -> String {
     use sha2::Digest;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
