@@ -88,6 +88,23 @@ fn client(reg: &Registry, repo: &str) -> sf_cache::store::oci::OciClient {
     .unwrap()
 }
 
+/// The image manifest under `tag`, as JSON.
+async fn manifest_json(c: &sf_cache::store::oci::OciClient, tag: &str) -> Value {
+    let m = c.get_manifest(tag).await.unwrap().unwrap();
+    serde_json::from_slice(&m.bytes).unwrap()
+}
+
+/// Put `m` under `tag` as an OCI image manifest.
+async fn put_manifest_json(c: &sf_cache::store::oci::OciClient, tag: &str, m: &Value) {
+    c.put_manifest(
+        tag,
+        "application/vnd.oci.image.manifest.v1+json",
+        serde_json::to_vec(m).unwrap().into(),
+    )
+    .await
+    .unwrap();
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -286,8 +303,7 @@ fn unsigned_images_need_allow_unsigned_and_tampering_is_refused() {
     // A signature document whose text was changed: a BAD signature, exit 3.
     let sig_tag = format!("{greet_tag}.sig");
     let (sig_manifest, doc) = block_on(async {
-        let m = c.get_manifest(&sig_tag).await.unwrap().unwrap();
-        let v: Value = serde_json::from_slice(&m.bytes).unwrap();
+        let v = manifest_json(&c, &sig_tag).await;
         let d = v["layers"][0]["digest"].as_str().unwrap().to_string();
         (v, c.get_blob_bytes(&d).await.unwrap())
     });
@@ -302,13 +318,7 @@ fn unsigned_images_need_allow_unsigned_and_tampering_is_refused() {
         let mut m = sig_manifest.clone();
         m["layers"][0]["digest"] = digest.into();
         m["layers"][0]["size"] = forged.len().into();
-        c.put_manifest(
-            &sig_tag,
-            "application/vnd.oci.image.manifest.v1+json",
-            serde_json::to_vec(&m).unwrap().into(),
-        )
-        .await
-        .unwrap();
+        put_manifest_json(&c, &sig_tag, &m).await;
     });
     let root = home.dir.path().join("r0");
     let o = run(
@@ -358,19 +368,11 @@ fn unsigned_images_need_allow_unsigned_and_tampering_is_refused() {
     // checksum no longer names the last layer.
     let lib_tag = image_tag("libgreet", "1.2.0", V3_LIBGREET);
     block_on(async {
-        let lib = c.get_manifest(&lib_tag).await.unwrap().unwrap();
-        let lib: Value = serde_json::from_slice(&lib.bytes).unwrap();
-        let g = c.get_manifest(&greet_tag).await.unwrap().unwrap();
-        let mut g: Value = serde_json::from_slice(&g.bytes).unwrap();
+        let lib = manifest_json(&c, &lib_tag).await;
+        let mut g = manifest_json(&c, &greet_tag).await;
         let n = g["layers"].as_array().unwrap().len();
         g["layers"][n - 1] = lib["layers"][0].clone();
-        c.put_manifest(
-            &greet_tag,
-            "application/vnd.oci.image.manifest.v1+json",
-            serde_json::to_vec(&g).unwrap().into(),
-        )
-        .await
-        .unwrap();
+        put_manifest_json(&c, &greet_tag, &g).await;
     });
     let other = Home::trusting();
     let root = other.dir.path().join("r2");

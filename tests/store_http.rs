@@ -539,63 +539,6 @@ fn openssl_available() -> bool {
         .unwrap_or(false)
 }
 
-fn run(cmd: &mut std::process::Command) {
-    let out = cmd.output().expect("run openssl");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Make a CA and a server cert for 127.0.0.1 with the openssl CLI; returns (ca.pem, cert, key).
-fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |n: &str| dir.join(n);
-    run(std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=sf-cache test CA"])
-        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-        .arg("-keyout")
-        .arg(p("ca.key"))
-        .arg("-out")
-        .arg(p("ca.pem")));
-    run(std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(p("srv.key"))
-        .arg("-out")
-        .arg(p("srv.csr")));
-    std::fs::write(
-        p("ext.cnf"),
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    run(std::process::Command::new("openssl")
-        .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
-        .arg("-in")
-        .arg(p("srv.csr"))
-        .arg("-CA")
-        .arg(p("ca.pem"))
-        .arg("-CAkey")
-        .arg(p("ca.key"))
-        .arg("-extfile")
-        .arg(p("ext.cnf"))
-        .arg("-out")
-        .arg(p("srv.pem")));
-    (p("ca.pem"), p("srv.pem"), p("srv.key"))
-}
-
 /// An extra CA (option `ca_cert`, or `SSL_CERT_FILE`) lets us talk to an HTTPS server whose
 /// certificate the system roots do not know. Uses `openssl s_server -WWW` as the server.
 #[tokio::test]
@@ -605,7 +548,7 @@ async fn https_with_extra_ca() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = make_certs(tmp.path());
+    let (ca, cert, key) = common::tls::make_certs(tmp.path());
     let www = tmp.path().join("www");
     std::fs::create_dir(&www).unwrap();
     std::fs::write(www.join("hello.txt"), b"hello over tls\n").unwrap();

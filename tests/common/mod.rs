@@ -10,6 +10,7 @@ pub mod cli;
 pub mod http_server;
 pub mod registry;
 pub mod s3;
+pub mod tls;
 
 #[allow(unused_imports)]
 pub use http_server::{Fault, HttpServer, RequestRecord, ALWAYS};

@@ -59,22 +59,7 @@ pub fn token_service_answer(dir: &Path, repo: &str) -> (PathBuf, String) {
     require("openssl", "openssl");
     let key = dir.join("token.key");
     let cert = dir.join("token.pem");
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=sf-cache test token signer",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert));
+    super::tls::self_signed(&key, &cert, "/CN=sf-cache test token signer", &[]);
     let der = Command::new("openssl")
         .args(["x509", "-outform", "DER", "-in"])
         .arg(&cert)
@@ -125,68 +110,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn run(cmd: &mut Command) {
-    let o = cmd.output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// A CA and a certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem).
-fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    require("openssl", "openssl");
-    let p = |n: &str| dir.join(n);
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=sf-cache test CA",
-        ])
-        .arg("-keyout")
-        .arg(p("ca.key"))
-        .arg("-out")
-        .arg(p("ca.pem")));
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(p("server.key"))
-        .arg("-out")
-        .arg(p("server.csr")));
-    std::fs::write(
-        p("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(Command::new("openssl")
-        .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
-        .arg("-in")
-        .arg(p("server.csr"))
-        .arg("-CA")
-        .arg(p("ca.pem"))
-        .arg("-CAkey")
-        .arg(p("ca.key"))
-        .arg("-out")
-        .arg(p("server.pem"))
-        .arg("-extfile")
-        .arg(p("ext.cnf")));
-    (p("ca.pem"), p("server.pem"), p("server.key"))
-}
-
 impl Registry {
     pub fn start(opts: Options) -> Registry {
         require("docker-registry", "docker-registry");
@@ -197,7 +120,8 @@ impl Registry {
             dir.path().join("data").display()
         );
         if opts.tls {
-            let (_, cert, key) = make_certs(dir.path());
+            require("openssl", "openssl");
+            let (_, cert, key) = super::tls::make_certs(dir.path());
             config.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 cert.display(),
