@@ -197,6 +197,17 @@ fn install_v3_over_http_into_short_medium_and_long_roots() {
         let out = install(&home, &mirror, &root, &[]);
         assert!(out.status.success(), "root {len}: {}", stderr(&out));
         check_installed_greet(&root, "v3", wrapper);
+        if len == 22 {
+            // stderr is not a terminal: one plain line per phase, packages by name.
+            let err = stderr(&out);
+            for phase in ["fetching", "fetched", "unpacked", "relocated"] {
+                assert!(
+                    err.lines()
+                        .any(|l| l.starts_with(&format!("{phase} greet@2.1.0"))),
+                    "no `{phase}` line: {err}"
+                );
+            }
+        }
     }
 }
 
@@ -538,6 +549,14 @@ fn download_faults_either_complete_correctly_or_fail_cleanly() {
     let out = install(&home, &mirror, &base.path().join("root"), &[]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("503"), "{}", stderr(&out));
+    // Each retry is one short line naming the package, not the blob's digest or URL fields.
+    let err = stderr(&out);
+    let retries: Vec<&str> = err.lines().filter(|l| l.contains("retrying")).collect();
+    assert!(!retries.is_empty(), "{err}");
+    for l in retries {
+        assert!(l.contains("retrying greet@2.1.0 ("), "{l}");
+        assert!(!l.contains("resume_at=") && !l.contains("delay_ms="), "{l}");
+    }
 }
 
 fn prefix_count(root: &Path) -> usize {

@@ -9,6 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let opts = sf_cache::install::unpack::UnpackOptions {
         allow_setuid: false,
         old_prefix_hint: Some(b"/opt/build/prefix".to_vec()),
+        ..Default::default()
     };
     let _ = sf_cache::install::unpack::unpack_tarball(data, &staging, &opts);
     // Nothing may appear beside the staging directory.

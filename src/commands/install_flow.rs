@@ -14,10 +14,11 @@ use crate::cli::{BuildFlags, InstallArgs, MirrorArgs};
 use crate::error::ErrorKind;
 use crate::fetch::{BlobCache, FetchOptions, Fetcher};
 use crate::install::flow;
-use crate::install::installer::InstallError;
+use crate::install::installer::{InstallError, StageReporter};
 use crate::install::plan::{check_against_lockfile, Action, Lockfile, Plan};
 use crate::spec::HostTargets;
-use crate::ui::progress::DownloadProgress;
+use crate::ui::progress::{DownloadProgress, StageStatus};
+use crate::ui::status::SlowStep;
 
 impl From<InstallError> for Failure {
     fn from(e: InstallError) -> Failure {
@@ -130,11 +131,24 @@ pub async fn install(
     })?;
     let (root_dir, projection) = (&prepared.root_dir, &prepared.projection);
 
+    let quiet = ctx.global.quiet || ctx.global.json;
     let mut catalog = match catalog {
         Some(c) => c,
         None => {
-            super::source_build::install_catalog(ctx, args.mirrors, args.build_on_miss, args.build)
-                .await?
+            let step = SlowStep::start(quiet, "reading the buildcache indexes");
+            let c = super::source_build::install_catalog(
+                ctx,
+                args.mirrors,
+                args.build_on_miss,
+                args.build,
+            )
+            .await?;
+            step.finish(&format!(
+                "read {} specs from {} mirror(s)",
+                c.entries().len(),
+                c.mirrors.len()
+            ));
+            c
         }
     };
     let host = HostTargets::detect();
@@ -180,7 +194,13 @@ pub async fn install(
     }
     // After a build on a miss: its local signing key is trusted now.
     let trust = ctx.trust()?;
+    let step = SlowStep::start(quiet, "resolving the closure and verifying its manifests");
     let plan = Plan::build(&catalog, &trust, root_dir, projection, &roots).await?;
+    step.finish(&format!(
+        "planned {} packages, {} to install",
+        plan.items.len(),
+        plan.to_install().count()
+    ));
     if let Some((path, sl)) = &spack_lock {
         super::spack_lock::check_plan(path, sl, &plan)?;
     }
@@ -223,9 +243,8 @@ pub async fn install(
             )
         })
         .collect();
-    let progress = Arc::new(
-        DownloadProgress::new(ctx.global.quiet || ctx.global.json, total).with_names(names),
-    );
+    let progress = Arc::new(DownloadProgress::new(quiet, total).with_names(names));
+    let staging = Arc::new(StageStatus::new(quiet));
     let jobs = args.jobs.or(ctx.config.install.jobs).unwrap_or(8).max(1);
     let defaults = FetchOptions::default();
     let fetcher = Fetcher::new(blob_cache, jobs, progress.clone()).with_options(FetchOptions {
@@ -242,10 +261,13 @@ pub async fn install(
             allow_setuid: args.allow_setuid,
             view: args.view.map(Path::to_path_buf),
             roots_registry: ctx.roots_registry(),
+            progress: StageReporter::new(staging.clone()),
         },
         || progress.done(),
     )
-    .await?;
+    .await;
+    staging.done();
+    let done = done?;
     Ok(Some(done))
 }
 

@@ -82,6 +82,19 @@ pub trait ProgressSink: Send + Sync {
         let _ = error;
         self.finish(blob);
     }
+    /// The server announced the blob's length (only when `start` had no size).
+    fn length(&self, blob: &str, total: u64) {
+        let _ = (blob, total);
+    }
+    /// A download is tried again (`attempt` of `retries`) after `error`, from byte `resume_at`.
+    /// One short warning line by default.
+    fn retrying(&self, blob: &str, attempt: u32, retries: u32, resume_at: u64, error: &str) {
+        let d = blob.strip_prefix("sha256:").unwrap_or(blob);
+        tracing::warn!(
+            "retrying {} ({attempt}/{retries}, from byte {resume_at}): {error}",
+            &d[..d.len().min(12)]
+        );
+    }
 }
 
 /// A sink that ignores everything.
@@ -434,8 +447,10 @@ impl Fetcher {
                 });
             }
             attempt += 1;
-            tracing::warn!(url = %url, error = %err, attempt, resume_at = have,
+            tracing::debug!(url = %url, error = %err, attempt, resume_at = have,
                 delay_ms = delay.as_millis() as u64, "retrying download");
+            self.progress
+                .retrying(digest, attempt, self.opts.retries, have, &err.to_string());
             tokio::time::sleep(delay).await;
         }
     }
@@ -491,6 +506,9 @@ impl Fetcher {
             }
         }
         let total = os.total_len;
+        if let (None, Some(t)) = (size, total) {
+            self.progress.length(digest, t);
+        }
         let file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)

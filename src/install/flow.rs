@@ -117,6 +117,8 @@ pub struct ExecOptions {
     pub view: Option<PathBuf>,
     /// The registry of install roots that `cache gc` reads.
     pub roots_registry: PathBuf,
+    /// Where unpacking and relocation are reported.
+    pub progress: installer::StageReporter,
 }
 
 /// What the flow installed.
@@ -149,7 +151,8 @@ pub async fn execute(
     let tarballs = installer::fetch_tarballs(plan, catalog, fetcher).await;
     fetched();
     let tarballs = tarballs?;
-    installer::check_prefix_lengths(plan, &prepared.root_dir, &tarballs, &known)?;
+    let build_prefixes =
+        installer::check_prefix_lengths(plan, &prepared.root_dir, &tarballs, &known)?;
 
     let root = InstallRoot::open(&prepared.root_dir, Some(&prepared.projection), true)
         .map_err(|e| FlowError::Root(e.to_string()))?;
@@ -167,6 +170,8 @@ pub async fn execute(
         &InstallOptions {
             allow_setuid: opts.allow_setuid,
             unpack_jobs,
+            progress: opts.progress.clone(),
+            build_prefixes,
         },
     )
     .await?;

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::plan::{runtime_dependencies, specs_to_relocate, Action, Plan, PlanItem};
 use super::receipt::{EntryKind, Receipt, ReceiptFile, FILES_FILE, RECEIPT_FILE, RECEIPT_FORMAT};
 use super::root::{make_writable_and_remove, InstallRoot, RootError};
-use super::unpack::{unpack_tarball, FileKind, UnpackError, UnpackOptions, Unpacked};
+use super::unpack::{unpack_tarball, FileCounter, FileKind, UnpackError, UnpackOptions, Unpacked};
 use crate::buildcache::{Catalog, VerifiedEntry};
 use crate::error::ErrorKind;
 use crate::fetch::{BlobRequest, FetchError, Fetcher};
@@ -88,6 +88,65 @@ pub struct InstallOptions {
     pub allow_setuid: bool,
     /// Packages unpacked and relocated at once.
     pub unpack_jobs: usize,
+    /// Where the unpack and relocation phases are reported.
+    pub progress: StageReporter,
+    /// Build prefixes of the tarballs, by DAG hash, when known: files that name their own
+    /// package's build prefix will be relocated, so unpacking does not hash them (their digest
+    /// for the receipt is taken once, from their final bytes).
+    pub build_prefixes: BuildPrefixes,
+}
+
+/// A phase of staging one package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StagePhase {
+    Unpacking,
+    /// Unpacked (`files` members); relocation starts.
+    Relocating {
+        files: u64,
+    },
+    /// Relocated: `changed` files were rewritten.
+    Staged {
+        files: u64,
+        changed: u64,
+    },
+}
+
+/// Progress of staging (the `ui` module draws it). `package` is a label such as `slurm@24.11.5`;
+/// calls for different packages interleave.
+pub trait StageProgress: Send + Sync {
+    fn phase(&self, package: &str, phase: StagePhase);
+    /// Members unpacked so far (every few hundred, while unpacking).
+    fn files(&self, package: &str, done: u64);
+}
+
+/// A shared [`StageProgress`] (none by default).
+#[derive(Clone, Default)]
+pub struct StageReporter(Option<Arc<dyn StageProgress>>);
+
+impl StageReporter {
+    pub fn new(p: Arc<dyn StageProgress>) -> StageReporter {
+        StageReporter(Some(p))
+    }
+    fn phase(&self, package: &str, phase: StagePhase) {
+        if let Some(p) = &self.0 {
+            p.phase(package, phase);
+        }
+    }
+    fn counter(&self, package: &str) -> Option<FileCounter> {
+        let p = self.0.clone()?;
+        let package = package.to_string();
+        Some(FileCounter::new(move |n| p.files(&package, n)))
+    }
+}
+
+impl std::fmt::Debug for StageReporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "StageReporter(on)"
+        } else {
+            "StageReporter(off)"
+        })
+    }
 }
 
 /// What an install did.
@@ -198,19 +257,23 @@ pub fn peek_build_prefix_from(gzipped: impl std::io::Read) -> Option<String> {
 
 /// Refuse, before anything is written, a prefix longer than the one the package was built in.
 /// `known` holds the build prefixes learnt before the download ([`check_prefix_lengths_early`]):
-/// only the other tarballs are read again.
+/// only the other tarballs are read again. Returns every build prefix learnt (unpacking uses
+/// them, see [`InstallOptions::build_prefixes`]).
 pub fn check_prefix_lengths(
     plan: &Plan,
     root_dir: &Path,
     tarballs: &HashMap<String, PathBuf>,
     known: &BuildPrefixes,
-) -> Result<(), InstallError> {
+) -> Result<BuildPrefixes, InstallError> {
     let build_prefixes: BuildPrefixes = tarballs
         .iter()
         .filter(|(hash, _)| !matches!(known.get(*hash), Some(Some(_))))
         .map(|(hash, tarball)| (hash.clone(), peek_build_prefix(tarball)))
         .collect();
-    check_lengths(plan, root_dir, &build_prefixes)
+    check_lengths(plan, root_dir, &build_prefixes)?;
+    let mut all = known.clone();
+    all.extend(build_prefixes);
+    Ok(all)
 }
 
 /// DAG hash → build prefix of its tarball, when known.
@@ -318,16 +381,21 @@ struct StageJob {
     sbang_path: PathBuf,
     sbang_usable: bool,
     allow_setuid: bool,
+    progress: StageReporter,
+    build_prefix: Option<String>,
 }
 
 fn stage(job: StageJob) -> Result<Staged, InstallError> {
     let file = File::open(&job.tarball).map_err(io_err(job.tarball.display().to_string()))?;
+    job.progress.phase(&job.label, StagePhase::Unpacking);
     let unpacked = unpack_tarball(
         file,
         &job.staging,
         &UnpackOptions {
             allow_setuid: job.allow_setuid,
-            old_prefix_hint: None,
+            old_prefix_hint: job.build_prefix.clone().map(String::into_bytes),
+            unhashed_when_found: true,
+            on_files: job.progress.counter(&job.label),
         },
     )
     .map_err(|source| InstallError::Unpack {
@@ -379,6 +447,9 @@ fn stage(job: StageJob) -> Result<Staged, InstallError> {
         links: bi.relocate_links.iter().map(PathBuf::from).collect(),
         hardlinks_deduped: bi.hardlinks_deduped,
     };
+    let files = unpacked.files.len() as u64;
+    job.progress
+        .phase(&job.label, StagePhase::Relocating { files });
     let report = relocate::relocate_package(&job.staging, &map, &lists).map_err(reloc)?;
     let mut changed: HashSet<PathBuf> = report
         .elf_changed
@@ -388,8 +459,9 @@ fn stage(job: StageJob) -> Result<Staged, InstallError> {
         .chain(report.links_changed)
         .collect();
     if job.sbang_usable {
-        for p in sbang::filter_shebangs_in_tree(
+        for p in sbang::filter_shebangs_in(
             &job.staging,
+            &unpacked.script_files,
             &job.sbang_path,
             sbang::SYSTEM_SHEBANG_LIMIT,
         )
@@ -402,6 +474,13 @@ fn stage(job: StageJob) -> Result<Staged, InstallError> {
             );
         }
     }
+    job.progress.phase(
+        &job.label,
+        StagePhase::Staged {
+            files,
+            changed: changed.len() as u64,
+        },
+    );
     Ok(Staged {
         index: job.index,
         staging: job.staging,
@@ -571,6 +650,8 @@ pub async fn execute(
                     sbang_path: sbang_path.clone(),
                     sbang_usable,
                     allow_setuid: opts.allow_setuid,
+                    progress: opts.progress.clone(),
+                    build_prefix: opts.build_prefixes.get(&item.node.hash).cloned().flatten(),
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -649,12 +730,11 @@ pub async fn execute(
             for s in &mut staged {
                 let lbl = label(&items[s.index]);
                 let dropped =
-                    elf::drop_redundant_rpaths_in_tree(&s.staging, &lexists).map_err(|source| {
-                        InstallError::Relocate {
+                    elf::drop_redundant_rpaths_in(&s.staging, &s.unpacked.elf_files, &lexists)
+                        .map_err(|source| InstallError::Relocate {
                             package: lbl.clone(),
                             source,
-                        }
-                    })?;
+                        })?;
                 for (p, _) in dropped {
                     s.changed.insert(
                         p.strip_prefix(&s.staging)

@@ -547,24 +547,53 @@ pub fn drop_redundant_rpaths_in_tree(
             let md = fs::symlink_metadata(&p).map_err(|err| RelocateError::io(&p, err))?;
             if md.is_dir() {
                 stack.push(p);
-            } else if md.is_file() {
-                if md.nlink() > 1 && !seen.insert((md.dev(), md.ino())) {
-                    continue;
-                }
-                if let Some(change) = drop_redundant_rpaths(&p, lexists)? {
-                    let rel = p.strip_prefix(dir).unwrap_or(&p).to_path_buf();
-                    tracing::debug!(
-                        "dropped rpath entries in {}: {} -> {}",
-                        rel.display(),
-                        lossy(&change.old),
-                        lossy(&change.new)
-                    );
-                    out.push((rel, change));
-                }
+            } else {
+                drop_in_file(dir, &p, &md, lexists, &mut seen, &mut out)?;
             }
         }
     }
     Ok(out)
+}
+
+/// [`drop_redundant_rpaths_in_tree`] over known files only: `rels` (relative to `dir`) are the
+/// candidates, e.g. the files that unpacking saw start with the ELF magic.
+pub fn drop_redundant_rpaths_in(
+    dir: &Path,
+    rels: &[String],
+    lexists: &dyn Fn(&[u8]) -> bool,
+) -> Result<Vec<(PathBuf, RpathChange)>, RelocateError> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for rel in rels {
+        let p = dir.join(rel);
+        let md = fs::symlink_metadata(&p).map_err(|err| RelocateError::io(&p, err))?;
+        drop_in_file(dir, &p, &md, lexists, &mut seen, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn drop_in_file(
+    dir: &Path,
+    p: &Path,
+    md: &fs::Metadata,
+    lexists: &dyn Fn(&[u8]) -> bool,
+    seen: &mut HashSet<(u64, u64)>,
+    out: &mut Vec<(PathBuf, RpathChange)>,
+) -> Result<(), RelocateError> {
+    if !md.is_file() || (md.nlink() > 1 && !seen.insert((md.dev(), md.ino()))) {
+        return Ok(());
+    }
+    if let Some(change) = drop_redundant_rpaths(p, lexists)? {
+        let rel = p.strip_prefix(dir).unwrap_or(p).to_path_buf();
+        tracing::debug!(
+            "dropped rpath entries in {}: {} -> {}",
+            rel.display(),
+            lossy(&change.old),
+            lossy(&change.new)
+        );
+        out.push((rel, change));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

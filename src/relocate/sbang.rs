@@ -215,16 +215,46 @@ pub fn filter_shebangs_in_tree(
             };
             if md.is_dir() {
                 stack.push(p);
-            } else if md.is_file()
-                && md.mode() & 0o111 != 0
-                && filter_shebang_file(&p, sbang_path, limit)?
-            {
-                tracing::debug!("patched overlong shebang in {}", p.display());
-                out.push(p.strip_prefix(dir).unwrap_or(&p).to_path_buf());
+            } else {
+                filter_if_script(dir, &p, &md, sbang_path, limit, &mut out)?;
             }
         }
     }
     Ok(out)
+}
+
+/// [`filter_shebangs_in_tree`] over known files only: `rels` (relative to `dir`) are the
+/// candidates, e.g. the files that unpacking saw start with `#!`; each still needs to be a
+/// regular file with an execute bit.
+pub fn filter_shebangs_in(
+    dir: &Path,
+    rels: &[String],
+    sbang_path: &Path,
+    limit: usize,
+) -> Result<Vec<PathBuf>, RelocateError> {
+    let mut out = Vec::new();
+    for rel in rels {
+        let p = dir.join(rel);
+        if let Ok(md) = fs::symlink_metadata(&p) {
+            filter_if_script(dir, &p, &md, sbang_path, limit, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+fn filter_if_script(
+    dir: &Path,
+    p: &Path,
+    md: &fs::Metadata,
+    sbang_path: &Path,
+    limit: usize,
+    out: &mut Vec<PathBuf>,
+) -> Result<(), RelocateError> {
+    if md.is_file() && md.mode() & 0o111 != 0 && filter_shebang_file(p, sbang_path, limit)? {
+        tracing::debug!("patched overlong shebang in {}", p.display());
+        out.push(p.strip_prefix(dir).unwrap_or(p).to_path_buf());
+    }
+    Ok(())
 }
 
 /// Install [`SBANG_SCRIPT`] at `sbang_path` unless an identical file is there: parent created

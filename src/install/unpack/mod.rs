@@ -52,6 +52,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use flate2::read::MultiGzDecoder;
 use memchr::memmem::Finder;
@@ -73,6 +74,30 @@ pub struct UnpackOptions {
     pub allow_setuid: bool,
     /// Old (build-time) prefix bytes to look for in every regular file, if already known.
     pub old_prefix_hint: Option<Vec<u8>>,
+    /// Stop hashing a file once the hint is found in it ([`FileRecord::sha256`] is then `None`):
+    /// for callers that relocate such files and hash their final bytes anyway.
+    pub unhashed_when_found: bool,
+    /// Told how many members were read so far, every [`FileCounter::EVERY`] members and at the end.
+    pub on_files: Option<FileCounter>,
+}
+
+/// A callback told the number of members unpacked so far (progress display).
+#[derive(Clone)]
+pub struct FileCounter(std::sync::Arc<dyn Fn(u64) + Send + Sync>);
+
+impl FileCounter {
+    /// Members between two calls.
+    pub const EVERY: u64 = 256;
+
+    pub fn new(f: impl Fn(u64) + Send + Sync + 'static) -> FileCounter {
+        FileCounter(std::sync::Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for FileCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileCounter")
+    }
 }
 
 /// Kind of an unpacked member.
@@ -95,7 +120,8 @@ pub struct FileRecord {
     pub mode: u32,
     /// Content size in bytes (files and hard links; 0 otherwise).
     pub size: u64,
-    /// Hex sha256 of the content (files and hard links).
+    /// Hex sha256 of the content (files and hard links; `None` for files left unhashed, see
+    /// [`UnpackOptions::unhashed_when_found`]).
     pub sha256: Option<String>,
     /// Symlink target verbatim, or the hard-link target's path relative to the prefix.
     pub link_target: Option<String>,
@@ -112,6 +138,10 @@ pub struct Unpacked {
     pub prefix_in_archive: String,
     /// With [`UnpackOptions::old_prefix_hint`]: relative paths of the regular files containing it.
     pub files_with_prefix: Option<Vec<String>>,
+    /// Regular files written from the archive (not hard links) that start with the ELF magic, and
+    /// those that start with `#!`: what the post-install steps look at, without a tree walk.
+    pub elf_files: Vec<String>,
+    pub script_files: Vec<String>,
 }
 
 /// Why a package tarball was refused.
@@ -163,6 +193,9 @@ pub enum UnpackError {
     },
     #[error(transparent)]
     BuildInfo(#[from] BuildInfoError),
+    /// A writer thread stopped early; its own error is reported instead.
+    #[error("unpacking stopped: a writer thread ended early")]
+    WriterGone,
 }
 
 impl UnpackError {
@@ -308,16 +341,43 @@ struct Member {
     /// Symlink: target verbatim; hard link: normalized full name of the target.
     link: Option<String>,
     has_hint: bool,
+    /// What the content starts with (regular files).
+    head: Head,
+}
+
+/// What a regular file's content starts with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Head {
+    #[default]
+    Other,
+    Elf,
+    Script,
+}
+
+impl Head {
+    fn of(first: &[u8]) -> Head {
+        if first.starts_with(b"\x7fELF") {
+            Head::Elf
+        } else if first.starts_with(b"#!") {
+            Head::Script
+        } else {
+            Head::Other
+        }
+    }
 }
 
 struct Extractor<'o> {
     partial: PathBuf,
     opts: &'o UnpackOptions,
-    finder: Option<Finder<'o>>,
+    /// Whether regular files are scanned for [`UnpackOptions::old_prefix_hint`].
+    scan: bool,
     members: Vec<Member>,
     index: HashMap<String, usize>,
     top: Option<String>,
-    buf: Vec<u8>,
+    /// Where regular files' bytes go (see [`writer`]).
+    writers: Writers,
+    /// Hard links, created once every file is written: `(member index, source member index)`.
+    hardlinks: Vec<(usize, usize)>,
 }
 
 /// Normalize a member name: UTF-8, relative, no `..`; `.` and empty components dropped.
@@ -382,6 +442,7 @@ impl<'o> Extractor<'o> {
                         sha256: None,
                         link: None,
                         has_hint: false,
+                        head: Head::Other,
                     });
                 }
             }
@@ -534,6 +595,7 @@ impl<'o> Extractor<'o> {
                     sha256: None,
                     link: None,
                     has_hint: false,
+                    head: Head::Other,
                 }
             }
             FileKind::Symlink => {
@@ -547,35 +609,40 @@ impl<'o> Extractor<'o> {
                     sha256: None,
                     link: Some(target),
                     has_hint: false,
+                    head: Head::Other,
                 }
             }
             FileKind::Hardlink => {
+                // Made after the writers are done (its source may still be being written); its
+                // size and digest are the source's, filled in then.
                 let (i, target) = hardlink_source.ok_or_else(|| UnpackError::BadName {
                     member: name.clone(),
                 })?;
-                fs::hard_link(self.path_of(&target), &path).map_err(io_err(&path))?;
-                let src = &self.members[i];
+                self.hardlinks.push((self.members.len(), i));
                 Member {
                     name,
                     kind,
-                    mode: src.mode,
-                    size: src.size,
-                    sha256: src.sha256.clone(),
+                    mode: self.members[i].mode,
+                    size: 0,
+                    sha256: None,
                     link: Some(target),
                     has_hint: false,
+                    head: Head::Other,
                 }
             }
             FileKind::File => {
                 let mtime = entry.header().mtime().unwrap_or(0);
-                let (size, sha256, has_hint) = self.write_file(entry, &path, mode, mtime)?;
+                self.send_file(entry, path, mode, mtime)?;
+                // Size and digest come back from the writer.
                 Member {
                     name,
                     kind,
                     mode,
-                    size,
-                    sha256: Some(sha256),
+                    size: 0,
+                    sha256: None,
                     link: None,
-                    has_hint,
+                    has_hint: false,
+                    head: Head::Other,
                 }
             }
         };
@@ -584,47 +651,48 @@ impl<'o> Extractor<'o> {
         Ok(())
     }
 
-    fn write_file<R: Read>(
+    /// Hand a regular file's bytes to a writer thread, chunk by chunk. Files of one directory go
+    /// to one writer: two threads creating names in the same directory only contend for its lock
+    /// (the kernel spins on it), while different directories proceed in parallel.
+    fn send_file<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
-        path: &Path,
+        path: PathBuf,
         mode: u32,
         mtime: u64,
-    ) -> Result<(u64, String, bool), UnpackError> {
-        // O_CREAT|O_EXCL: fails on any existing name, symlinks included (never followed).
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_err(path))?;
-        let mut hasher = Sha256::new();
-        let mut scan = self.finder.as_ref().map(StreamScan::new);
-        let mut size = 0u64;
-        if self.buf.len() < CHUNK {
-            self.buf.resize(CHUNK, 0);
-        }
-        loop {
-            let n = match entry.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(corrupt(e)),
-            };
-            let chunk = &self.buf[..n];
-            hasher.update(chunk);
-            if let Some(s) = scan.as_mut() {
-                s.feed(chunk);
+    ) -> Result<(), UnpackError> {
+        let index = self.members.len();
+        let w = self.writers.for_dir(path.parent().unwrap_or(Path::new("")));
+        self.writers.send(
+            w,
+            Op::Open {
+                index,
+                path,
+                mode,
+                mtime,
+            },
+        )?;
+        let mut remaining = entry.size();
+        while remaining > 0 {
+            let mut buf = self.writers.buffer();
+            let want = usize::try_from(remaining).unwrap_or(CHUNK).min(CHUNK);
+            let mut n = 0;
+            while n < want {
+                match entry.read(&mut buf[n..want]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(corrupt(e)),
+                }
             }
-            file.write_all(chunk).map_err(io_err(path))?;
-            size += n as u64;
+            if n == 0 {
+                break;
+            }
+            remaining -= n as u64;
+            self.writers.send(w, Op::Data(buf, n))?;
         }
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io_err(path))?;
-        let mtime = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(0), 0);
-        filetime::set_file_handle_times(&file, None, Some(mtime)).map_err(io_err(path))?;
-        let found = scan.is_some_and(|s| s.found);
-        Ok((size, hex::encode(hasher.finalize()), found))
+        // A short member is the archive's truncation: reading the next header reports it.
+        self.writers.send(w, Op::Close)
     }
 
     /// After the last member: find the prefix, check every member against it, move it into
@@ -688,8 +756,16 @@ impl<'o> Extractor<'o> {
         let mut dirs: Vec<(usize, PathBuf, u32)> = Vec::new();
         let mut files = Vec::new();
         let mut with_hint = Vec::new();
+        let (mut elf_files, mut script_files) = (Vec::new(), Vec::new());
         for m in self.members.iter().filter(|m| inside(&m.name)) {
             let rel = strip(&m.name);
+            if m.kind == FileKind::File {
+                match m.head {
+                    Head::Elf => elf_files.push(rel.clone()),
+                    Head::Script => script_files.push(rel.clone()),
+                    Head::Other => {}
+                }
+            }
             if m.kind == FileKind::Dir {
                 dirs.push((rel.matches('/').count(), staging.join(&rel), m.mode));
             }
@@ -728,7 +804,9 @@ impl<'o> Extractor<'o> {
             buildinfo,
             files,
             prefix_in_archive: prefix,
-            files_with_prefix: self.finder.as_ref().map(|_| with_hint),
+            files_with_prefix: self.scan.then_some(with_hint),
+            elf_files,
+            script_files,
         })
     }
 }
@@ -746,25 +824,281 @@ fn unpack_inner(
         .as_deref()
         .filter(|h| !h.is_empty())
         .map(Finder::new);
-    let mut ex = Extractor {
-        partial: partial.to_path_buf(),
-        opts,
-        finder,
-        members: Vec::new(),
-        index: HashMap::new(),
-        top: None,
-        buf: Vec::new(),
-    };
-    {
-        let entries = archive.entries().map_err(corrupt)?;
-        for entry in entries {
-            let mut entry = entry.map_err(corrupt)?;
-            ex.entry(&mut entry)?;
+    let finder = finder.as_ref();
+    let mut ex = std::thread::scope(|s| -> Result<Extractor<'_>, UnpackError> {
+        let (recycle_tx, recycle_rx) = mpsc::channel();
+        let mut txs = Vec::new();
+        let mut handles = Vec::new();
+        for _ in 0..WRITERS {
+            let (tx, rx) = mpsc::sync_channel(QUEUE);
+            let recycle = recycle_tx.clone();
+            txs.push(tx);
+            let unhashed = opts.unhashed_when_found;
+            handles.push(s.spawn(move || writer(rx, recycle, finder, unhashed)));
         }
+        drop(recycle_tx);
+        let mut ex = Extractor {
+            partial: partial.to_path_buf(),
+            opts,
+            scan: finder.is_some(),
+            members: Vec::new(),
+            index: HashMap::new(),
+            top: None,
+            writers: Writers {
+                txs,
+                recycle: recycle_rx,
+                last_dir: None,
+                next: 0,
+            },
+            hardlinks: Vec::new(),
+        };
+        let read = (|| {
+            let entries = archive.entries().map_err(corrupt)?;
+            for entry in entries {
+                let mut entry = entry.map_err(corrupt)?;
+                ex.entry(&mut entry)?;
+                if let Some(c) = &opts.on_files {
+                    let n = ex.members.len() as u64;
+                    if n.is_multiple_of(FileCounter::EVERY) {
+                        (c.0)(n);
+                    }
+                }
+            }
+            if let Some(c) = &opts.on_files {
+                (c.0)(ex.members.len() as u64);
+            }
+            Ok(())
+        })();
+        // Closing the channels ends the writers once they have written what they were given.
+        ex.writers.txs.clear();
+        let mut written = Vec::new();
+        let mut failed = None;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(w)) => written.extend(w),
+                Ok(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
+                Err(_) => {
+                    failed.get_or_insert(UnpackError::Corrupt {
+                        reason: "a writer thread panicked".into(),
+                    });
+                }
+            }
+        }
+        match (read, failed) {
+            // A writer's failure (disk full, permissions) is the cause when the reader only saw
+            // the writer go away.
+            (Err(UnpackError::WriterGone), Some(e)) | (Ok(()), Some(e)) => return Err(e),
+            (Err(e), _) => return Err(e),
+            (Ok(()), None) => {}
+        }
+        for w in written {
+            let m = &mut ex.members[w.index];
+            m.size = w.size;
+            m.sha256 = w.sha256;
+            m.has_hint = w.found;
+            m.head = w.head;
+        }
+        Ok(ex)
+    })?;
+    for (i, src) in std::mem::take(&mut ex.hardlinks) {
+        let (from, to) = (
+            ex.path_of(&ex.members[src].name),
+            ex.path_of(&ex.members[i].name),
+        );
+        fs::hard_link(&from, &to).map_err(io_err(&to))?;
+        let (size, sha256) = (ex.members[src].size, ex.members[src].sha256.clone());
+        ex.members[i].size = size;
+        ex.members[i].sha256 = sha256;
     }
     // Read to the end so that gzip's CRC and length trailer are checked.
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(corrupt)?;
     ex.finish(staging)
+}
+
+/// Writer threads per unpack: file creation (the kernel's inode allocation) dominates unpacking
+/// many files, and two writers overlap it with each other and with inflating.
+const WRITERS: usize = 2;
+/// Chunks queued per writer (each up to [`CHUNK`] bytes).
+const QUEUE: usize = 8;
+
+/// What a writer thread is told, in order: open a file, its bytes, close it.
+enum Op {
+    Open {
+        index: usize,
+        path: PathBuf,
+        mode: u32,
+        mtime: u64,
+    },
+    /// A buffer and how many of its bytes are the file's.
+    Data(Vec<u8>, usize),
+    Close,
+}
+
+/// What a writer reports about one file.
+struct Written {
+    index: usize,
+    size: u64,
+    sha256: Option<String>,
+    found: bool,
+    head: Head,
+}
+
+/// The reading side's handles on the writers.
+struct Writers {
+    txs: Vec<mpsc::SyncSender<Op>>,
+    /// Buffers the writers are done with (always [`CHUNK`] long), reused before allocating.
+    recycle: mpsc::Receiver<Vec<u8>>,
+    /// The writer of the last directory seen, and the next one to give a new directory.
+    last_dir: Option<(PathBuf, usize)>,
+    next: usize,
+}
+
+impl Writers {
+    /// The writer for files of `dir`: the same as the previous file's when the directory is the
+    /// same (archives list a directory's files together), else the next in turn.
+    fn for_dir(&mut self, dir: &Path) -> usize {
+        if let Some((d, w)) = &self.last_dir {
+            if d == dir {
+                return *w;
+            }
+        }
+        let w = self.next;
+        self.next = (w + 1) % self.txs.len();
+        self.last_dir = Some((dir.to_path_buf(), w));
+        w
+    }
+
+    fn send(&self, w: usize, op: Op) -> Result<(), UnpackError> {
+        self.txs[w].send(op).map_err(|_| UnpackError::WriterGone)
+    }
+
+    fn buffer(&self) -> Vec<u8> {
+        self.recycle.try_recv().unwrap_or_else(|_| vec![0; CHUNK])
+    }
+}
+
+/// The file mode creation mask, read once (`/proc/self/status`; `umask(2)` cannot be read
+/// without setting it, which would race with other threads). `None`: unknown.
+fn umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
+}
+
+/// Ask the kernel to start writing `file`'s pages to disk now, without waiting (as dpkg does):
+/// the install ends with one `syncfs` before its commit, which then finds most of the data
+/// already written instead of waiting for all of it.
+fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range only reads the descriptor, which stays open for the call; a
+    // failure (e.g. a file system without support) only loses the head start.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+/// A writer thread: creates each file with `O_CREAT|O_EXCL` and its final mode, writes and
+/// hashes its bytes, sets its mtime on the open descriptor; `fchmod` only when the umask or
+/// special bits make the creation mode differ from the archive's.
+fn writer(
+    rx: mpsc::Receiver<Op>,
+    recycle: mpsc::Sender<Vec<u8>>,
+    finder: Option<&Finder<'_>>,
+    unhashed_when_found: bool,
+) -> Result<Vec<Written>, UnpackError> {
+    struct Open<'f, 'n> {
+        index: usize,
+        path: PathBuf,
+        file: File,
+        mode: u32,
+        mtime: u64,
+        /// `None` once the file is known to be left unhashed.
+        hasher: Option<Sha256>,
+        scan: Option<StreamScan<'f, 'n>>,
+        size: u64,
+        head: Head,
+    }
+    let mask = umask();
+    let mut out = Vec::new();
+    let mut cur: Option<Open<'_, '_>> = None;
+    for op in rx {
+        match op {
+            Op::Open {
+                index,
+                path,
+                mode,
+                mtime,
+            } => {
+                // O_CREAT|O_EXCL: fails on any existing name, symlinks included (never followed).
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode & 0o777)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                cur = Some(Open {
+                    index,
+                    path,
+                    file,
+                    mode,
+                    mtime,
+                    hasher: Some(Sha256::new()),
+                    scan: finder.map(StreamScan::new),
+                    size: 0,
+                    head: Head::Other,
+                });
+            }
+            Op::Data(buf, n) => {
+                let Some(f) = cur.as_mut() else {
+                    return Err(UnpackError::WriterGone);
+                };
+                let chunk = &buf[..n];
+                if f.size == 0 {
+                    // The first chunk holds min(size, CHUNK) bytes: enough for any magic.
+                    f.head = Head::of(chunk);
+                }
+                if let Some(s) = f.scan.as_mut() {
+                    s.feed(chunk);
+                    if s.found && unhashed_when_found {
+                        f.hasher = None;
+                    }
+                }
+                if let Some(h) = f.hasher.as_mut() {
+                    h.update(chunk);
+                }
+                f.file.write_all(chunk).map_err(io_err(&f.path))?;
+                f.size += n as u64;
+                let _ = recycle.send(buf);
+            }
+            Op::Close => {
+                let Some(f) = cur.take() else {
+                    return Err(UnpackError::WriterGone);
+                };
+                let exact = mask.is_some_and(|m| f.mode & m == 0) && f.mode & 0o7000 == 0;
+                if !exact {
+                    f.file
+                        .set_permissions(fs::Permissions::from_mode(f.mode))
+                        .map_err(io_err(&f.path))?;
+                }
+                let mtime =
+                    filetime::FileTime::from_unix_time(i64::try_from(f.mtime).unwrap_or(0), 0);
+                filetime::set_file_handle_times(&f.file, None, Some(mtime))
+                    .map_err(io_err(&f.path))?;
+                start_writeback(&f.file);
+                out.push(Written {
+                    index: f.index,
+                    size: f.size,
+                    sha256: f.hasher.map(|h| hex::encode(h.finalize())),
+                    found: f.scan.is_some_and(|s| s.found),
+                    head: f.head,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 mod scan;

@@ -213,12 +213,44 @@ fn prefix_hint_is_scanned() {
     let opts = UnpackOptions {
         allow_setuid: false,
         old_prefix_hint: Some(b"/opt/store/linux-x86_64/pkg-1.0-abcdef".to_vec()),
+        ..Default::default()
     };
     let up = unpack_tarball(&bytes[..], &sb.staging, &opts).unwrap();
     // `.spack/binary_distribution` names the prefix too: every regular file is scanned
     assert_eq!(
         up.files_with_prefix.unwrap(),
         ["share/a.txt", ".spack/binary_distribution"]
+    );
+    assert!(up
+        .files
+        .iter()
+        .all(|f| f.kind != FileKind::File || f.sha256.is_some()));
+
+    // Asked to, the files naming the prefix are left unhashed (the caller hashes them after
+    // relocating them); the others keep their digest.
+    let sb = sandbox();
+    let up = unpack_tarball(
+        &bytes[..],
+        &sb.staging,
+        &UnpackOptions {
+            unhashed_when_found: true,
+            ..opts
+        },
+    )
+    .unwrap();
+    let sha = |rel: &str| {
+        up.files
+            .iter()
+            .find(|f| f.path == rel)
+            .unwrap()
+            .sha256
+            .clone()
+    };
+    assert_eq!(sha("share/a.txt"), None);
+    assert_eq!(sha(".spack/binary_distribution"), None);
+    assert_eq!(
+        sha("share/b.txt").as_deref(),
+        Some(hex::encode(Sha256::digest(b"no prefix in here")).as_str())
     );
 }
 
@@ -287,6 +319,7 @@ fn setuid_allowed_when_asked() {
     let opts = UnpackOptions {
         allow_setuid: true,
         old_prefix_hint: None,
+        ..Default::default()
     };
     unpack_tarball(&bytes[..], &sb.staging, &opts).unwrap();
     let mode = fs::metadata(sb.staging.join("bin/su")).unwrap().mode();
@@ -927,6 +960,7 @@ fn fixture_with_prefix_hint_and_truncation() {
     let opts = UnpackOptions {
         allow_setuid: false,
         old_prefix_hint: Some(hint.into_bytes()),
+        ..Default::default()
     };
     let up = unpack_tarball(&bytes[..], &sb2.staging, &opts).unwrap();
     let hits = up.files_with_prefix.unwrap();
@@ -946,4 +980,106 @@ fn fixture_with_prefix_hint_and_truncation() {
         assert!(matches!(err, UnpackError::Corrupt { .. }), "{err:?}");
         sb3.assert_clean();
     }
+}
+
+// ---------- the writer threads ----------
+
+#[test]
+fn a_writer_failure_is_reported_as_itself_and_nothing_is_left() {
+    // A name component longer than NAME_MAX passes every check of the reading side; creating the
+    // file fails on a writer thread (ENAMETOOLONG). The error names that file, not the writer.
+    let sb = sandbox();
+    let long = p(&format!("share/{}", "x".repeat(300)));
+    let mut b = tar::Builder::new(Vec::new());
+    let dirs = [
+        "opt/",
+        "opt/store/",
+        "opt/store/linux-x86_64/",
+        &format!("{P}/"),
+        &p("share/"),
+    ];
+    for d in dirs {
+        b.append(
+            &header(d.as_bytes(), EntryType::Directory, 0o755, 0, b""),
+            &b""[..],
+        )
+        .unwrap();
+    }
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    for i in 0..8 {
+        add(&p(&format!("share/f{i}")), &vec![b'a'; 300 << 10]);
+    }
+    add(&long, b"x");
+    for i in 8..40 {
+        add(&p(&format!("share/f{i}")), &vec![b'b'; 100 << 10]);
+    }
+    add(&p(".spack/binary_distribution"), BD);
+    let bytes = gz(&b.into_inner().unwrap());
+    let e = sb.unpack(&bytes).unwrap_err();
+    match &e {
+        UnpackError::Io { path, .. } => {
+            assert!(path.to_string_lossy().ends_with(&"x".repeat(300)), "{e}")
+        }
+        other => panic!("expected the writer's I/O error, got {other}"),
+    }
+    sb.assert_clean();
+}
+
+#[test]
+fn modes_are_exact_whatever_the_umask_and_hard_links_share_the_source() {
+    let sb = sandbox();
+    let (ro, rw, ex, hl) = (p("share/ro"), p("share/rw"), p("share/ex"), p("share/hl"));
+    let (elf, hex_) = (p("lib/libx.so"), p("share/hl-ex"));
+    let lib = p("lib/");
+    let bytes = package(&[
+        M::File(&ro, b"read only", 0o444),
+        M::File(&rw, b"group writable", 0o664),
+        M::File(&ex, b"#!/bin/sh\n", 0o755),
+        M::Hard(&hl, &rw),
+        M::Hard(&hex_, &ex),
+        M::Dir(&lib),
+        M::File(&elf, b"\x7fELF\x02\x01\x01", 0o755),
+    ]);
+    let up = sb.unpack(&bytes).unwrap();
+    // What the post-install steps look at: written files by their first bytes, links left out.
+    assert_eq!(up.elf_files, ["lib/libx.so"]);
+    assert_eq!(up.script_files, ["share/ex"]);
+    let mode = |rel: &str| fs::metadata(sb.staging.join(rel)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("share/ro"), 0o444);
+    assert_eq!(mode("share/rw"), 0o664);
+    assert_eq!(mode("share/ex"), 0o755);
+    let ino = |rel: &str| fs::metadata(sb.staging.join(rel)).unwrap().ino();
+    assert_eq!(ino("share/hl"), ino("share/rw"));
+    let rec = |rel: &str| up.files.iter().find(|f| f.path == rel).unwrap().clone();
+    assert_eq!(rec("share/hl").sha256, rec("share/rw").sha256);
+    assert_eq!(rec("share/hl").size, 14);
+    assert_eq!(
+        rec("share/rw").sha256.as_deref(),
+        Some(hex::encode(Sha256::digest(b"group writable")).as_str())
+    );
+}
+
+#[test]
+fn the_file_counter_is_told_every_few_hundred_members_and_at_the_end() {
+    let sb = sandbox();
+    let names: Vec<String> = (0..600).map(|i| p(&format!("share/n{i}"))).collect();
+    let extra: Vec<M> = names.iter().map(|n| M::File(n, b"x", 0o644)).collect();
+    let bytes = package(&extra);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let opts = UnpackOptions {
+        on_files: Some(FileCounter::new(move |n| s2.lock().unwrap().push(n))),
+        ..Default::default()
+    };
+    let up = unpack_tarball(&bytes[..], &sb.staging, &opts).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[..2], [256, 512]);
+    // Every member read, the archive's parents of the prefix included.
+    assert_eq!(*seen.last().unwrap(), up.files.len() as u64 + 4);
 }
