@@ -565,17 +565,8 @@ fn receipt_files(staged: &Staged) -> Result<Vec<ReceiptFile>, InstallError> {
 
 /// Flush everything written below `dir` (one syncfs instead of an fsync per file).
 fn sync_filesystem(dir: &Path) {
-    if let Ok(f) = File::open(dir) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: syncfs only reads the file descriptor, which stays open for the call.
-        let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
-        if rc != 0 {
-            warn!(
-                "syncfs on {} failed: {}",
-                dir.display(),
-                std::io::Error::last_os_error()
-            );
-        }
+    if let Err(e) = crate::fs::sync_filesystem(dir) {
+        warn!("syncfs on {} failed: {e}", dir.display());
     }
 }
 

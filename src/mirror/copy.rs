@@ -1,6 +1,12 @@
 //! Copying what a plan found missing: blobs, metadata, keys, `layout.json` and the indexes last.
 
 use super::*;
+use std::io::{Read, Write};
+
+use sha2::{Digest, Sha256};
+
+use super::plan::BlobCopy;
+use crate::store::FileStore;
 
 /// Copy what [`plan`] found missing; write manifests, keys, `layout.json` and the index (last).
 pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummary, MirrorError> {
@@ -43,6 +49,15 @@ pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummar
                         }
                         debug!("mounted {}", b.dest_rel);
                         return Ok::<_, MirrorError>((i, b.size.unwrap_or(0)));
+                    }
+                    // Two local directories: copied directly, checked while copying.
+                    if let (Store::File(from), Store::File(to)) = (&src_ref.store, dest_ref) {
+                        let len = copy_local(from, to, b).await?;
+                        if let Ok(mut w) = written_ref.lock() {
+                            w.push(b.dest_rel.clone());
+                        }
+                        debug!("copied {} ({len} bytes)", b.dest_rel);
+                        return Ok::<_, MirrorError>((i, len));
                     }
                     let was_cached = fetcher.cache().contains(&b.digest);
                     let req = BlobRequest::new(
@@ -89,6 +104,17 @@ pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummar
         let written = written.into_inner().unwrap_or_default();
         undo(&dest, &written, created_root.as_deref()).await;
         return Err(e);
+    }
+    if let (Store::File(_), Store::File(to)) = (&src.store, &dest) {
+        // The blobs copied without fsyncs (copy_local) are durable before any manifest or
+        // index names them.
+        if !copied.is_empty() {
+            if let Err(e) = to.sync().await {
+                let written = written.into_inner().unwrap_or_default();
+                undo(&dest, &written, created_root.as_deref()).await;
+                return Err(e.into());
+            }
+        }
     }
     for (i, len) in copied {
         blobs[i].size = Some(len);
@@ -168,6 +194,86 @@ pub async fn execute(plan: MirrorPlan, fetcher: &Fetcher) -> Result<MirrorSummar
         dest.display_url()
     );
     Ok(summary)
+}
+
+/// Copy one blob between two local directories: read once, its sha256 (and size, when known)
+/// checked while it is copied into a temporary file beside its destination, renamed into place
+/// only when it matched. No blob cache and no fsync per blob (two per blob made a local mirror
+/// of many small blobs fsync-bound): the caller syncs the destination once, before writing any
+/// manifest or index.
+async fn copy_local(from: &FileStore, to: &FileStore, b: &BlobCopy) -> Result<u64, MirrorError> {
+    let src = from.path_of(&b.src_rel)?;
+    let url = format!("{}/{}", from.display_url(), b.src_rel);
+    let (to, dest_rel, expected, size) = (to.clone(), b.dest_rel.clone(), b.digest.clone(), b.size);
+    let expected = crate::fetch::normalize_digest(&expected)?;
+    tokio::task::spawn_blocking(move || -> Result<u64, MirrorError> {
+        let mut input = std::fs::File::open(&src).map_err(|e| MirrorError::io(&src, e))?;
+        // The directories this copy creates (deepest first), removed again if it is refused.
+        let mut created = Vec::new();
+        let mut dir = to.path_of(&dest_rel)?.parent().map(Path::to_path_buf);
+        while let Some(d) = dir.filter(|d| !d.exists()) {
+            dir = d.parent().map(Path::to_path_buf);
+            created.push(d);
+        }
+        let mut seen: Option<(String, u64)> = None;
+        let wrote = to.put_unsynced_blocking(&dest_rel, |f| {
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 256 << 10];
+            let mut len = 0u64;
+            loop {
+                let n = match input.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                hasher.update(&buf[..n]);
+                f.write_all(&buf[..n])?;
+                len += n as u64;
+            }
+            let actual = hex::encode(hasher.finalize());
+            let ok = actual == expected && size.is_none_or(|s| s == len);
+            seen = Some((actual, len));
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "blob does not match its digest",
+                ))
+            }
+        });
+        if wrote.is_err() {
+            for d in &created {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+        match (wrote, seen) {
+            (Ok(()), Some((_, len))) => Ok(len),
+            (Err(_), Some((actual, len)))
+                if actual != expected || size.is_some_and(|s| s != len) =>
+            {
+                Err(if actual != expected {
+                    FetchError::DigestMismatch {
+                        url,
+                        expected,
+                        actual,
+                    }
+                } else {
+                    FetchError::SizeMismatch {
+                        url,
+                        expected: size.unwrap_or(0),
+                        actual: len,
+                    }
+                }
+                .into())
+            }
+            (Err(e), _) => Err(e.into()),
+            (Ok(()), None) => Ok(0),
+        }
+    })
+    .await
+    .map_err(|e| MirrorError::Usage(format!("a copy task failed: {e}")))?
 }
 
 /// Remove what a refused run wrote; then, when the run created the destination directory, the

@@ -241,6 +241,37 @@ impl FileStore {
         .map_err(join_err)?
     }
 
+    /// Write `rel` atomically from `fill`, without fsyncs (blocking): durable only after
+    /// [`FileStore::sync`], which the caller must call before anything names the object.
+    pub fn put_unsynced_blocking(
+        &self,
+        rel: &str,
+        fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    ) -> Result<(), StoreError> {
+        let dest = self.path_of(rel)?;
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        crate::fs::write_atomic_unsynced(
+            &dest,
+            crate::fs::Mode::Umask(0o666),
+            &format!("{TMP_PREFIX}{name}."),
+            fill,
+        )
+        .map_err(|e| io_err(&dest, e))
+    }
+
+    /// Make everything written into this store durable (one `syncfs` of its file system).
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let root = self.root.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            crate::fs::sync_filesystem(&root).map_err(|e| io_err(&root, e))
+        })
+        .await
+        .map_err(join_err)?
+    }
+
     pub(crate) async fn put_file(&self, rel: &str, src: &Path) -> Result<(), StoreError> {
         let dest = self.path_of(rel)?;
         let src = src.to_path_buf();

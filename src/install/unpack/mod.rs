@@ -38,6 +38,15 @@
 //! same, usually 1970-01-01). Ownership is never changed. The staging directory's own mode is the
 //! caller's business.
 //!
+//! # Threads
+//! The calling thread inflates the stream, parses the tar headers, makes every check above and
+//! creates directories and symlinks; the bytes of regular files go to two writer threads
+//! (bounded queues of 256 KiB chunks, buffers reused), which create each file, write, hash and
+//! scan it, and set its mode and mtime on the open descriptor. A directory's files go to one
+//! writer (two threads creating names in one directory only fight over its lock). Hard links
+//! are made once the writers are done. A writer's failure (disk full) ends the unpack with that
+//! error; either way the writers are joined before anything is cleaned up.
+//!
 //! # Prefix detection while writing
 //! The old prefix is known only from `binary_distribution`, the last member. So every regular
 //! file's sha256 is computed while it is written ([`FileRecord::sha256`], for receipts and
