@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write synthetic installed Spack prefixes (a fake Spack store) for the install/publish/mirror benchmarks.
 
-    gen_prefix.py STORE_PARENT --fixtures DIR --kind light|heavy|tiny [--mb 1024] [--count N] [--seed 1]
+    gen_prefix.py STORE_PARENT --fixtures DIR --kind light|heavy|mixed|tiny [--mb 1024] [--count N] [--seed 1]
 
 STORE_PARENT/build/opt/__spack_path_placeholder__/... (padded to exactly 128 characters, like the
 fixture's build root) becomes a Spack store: `.spack-db/index.json` lists the prefixes, each prefix
@@ -16,6 +16,9 @@ Kinds:
   heavy  thousands of text files naming the prefix, copies of the fixture's ELF `bin/greet` whose
          RPATH and strings are rewritten to name this prefix (same length), and large ELF files
          (the same ELF padded with data, the prefix string repeated in the padding).
+  mixed  shaped like a real Spack-made package of ~1 GB (issue 15): ~17 700 small headers, 4 026
+         text files naming the prefix, 1 150 small ELF files and 29 large ones (4 of ~100 MB):
+         about 23 000 files, the prefix rewritten in ELF strings as for heavy.
   tiny   --count small packages (a script naming the prefix, a text file, a small data file):
          for the mirror benchmark.
 
@@ -161,6 +164,27 @@ def gen_package(root, name, version, h, greet_spec, elf, kind, mb, fill):
         rest = max(want - total, 1 << 20)
         for i in range(big):
             put(f"lib/libheavy{i}.so", my_elf + fill.data(rest // big - len(my_elf), mine, 1 << 20), 0o755)
+    elif kind == "mixed":
+        # Shaped like the real Spack-made 977 MB package of issue 15 (22 944 members, 1 179 ELF
+        # files, 4 026 text files to relocate, some ELF files of ~110 MB): many small files, a
+        # thousand small ELF files, a few large ones, prefix-bearing text.
+        fix_prefix = f"{FIX_ROOT}/linux-x86_64/{GREET}".encode()
+        mine = f"{root}/linux-x86_64/{name}-{version}-{h}".encode()
+        if len(mine) != len(fix_prefix) or len(root) != len(FIX_ROOT):
+            sys.exit(f"gen_prefix: mixed needs a {len(GREET)}-character name-version-hash (got {len(mine)} vs {len(fix_prefix)})")
+        my_elf = elf.replace(fix_prefix, mine).replace(FIX_ROOT.encode(), root.encode())
+        for i in range(4026):
+            put(f"share/{name}/t{i // 200:02d}/conf{i:05d}.txt", fill.text_file(fill.rng.randrange(2048, 16000), prefix))
+        for i in range(17700):
+            put(f"include/{name}/h{i // 250:03d}/hdr{i:05d}.h", fill.text_file(fill.rng.randrange(512, 6000)))
+        for i in range(1150):
+            put(f"lib/{name}/m{i // 200:02d}/libmod{i:05d}.so", my_elf, 0o755)
+        rest = max(want - total, 64 << 20)
+        large, medium = 4, 25
+        for i in range(large):
+            put(f"lib/libsys{i}.so", my_elf + fill.data(rest * 45 // 100 // large - len(my_elf), mine, 1 << 20), 0o755)
+        for i in range(medium):
+            put(f"lib/libmid{i:02d}.so", my_elf + fill.data(rest * 55 // 100 // medium - len(my_elf), mine, 1 << 20), 0o755)
     elif kind == "tiny":
         put(f"bin/{name}", f"#!/bin/sh\nexec {prefix}/libexec/{name}.real \"$@\"\n".encode(), 0o755)
         put(f"share/{name}/README", fill.text_file(fill.rng.randrange(200, 2000)))
@@ -172,8 +196,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("parent")
     ap.add_argument("--fixtures", required=True)
-    ap.add_argument("--kind", choices=["light", "heavy", "tiny"], required=True)
-    ap.add_argument("--mb", type=int, default=1024, help="approximate unpacked size (light, heavy)")
+    ap.add_argument("--kind", choices=["light", "heavy", "mixed", "tiny"], required=True)
+    ap.add_argument("--mb", type=int, default=1024, help="approximate unpacked size (light, heavy, mixed)")
     ap.add_argument("--count", type=int, default=1000, help="packages (tiny)")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
@@ -184,7 +208,8 @@ def main():
     if a.kind == "tiny":
         names = [(f"tiny{i:05d}", "1.0") for i in range(a.count)]
     else:
-        # "heavy-1.0.0-" has the length of "greet-2.1.0-": the ELF strings are rewritten in place.
+        # "heavy-1.0.0-" and "mixed-1.0.0-" have the length of "greet-2.1.0-": the ELF strings
+        # are rewritten in place.
         names = [(a.kind, "1.0.0")]
     for name, version in names:
         h = dag_hash(name, a.seed)
