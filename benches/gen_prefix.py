@@ -129,6 +129,18 @@ def write(path, data, mode=0o644):
     return len(data)
 
 
+def relocated_elf(elf, root, name, version, h, kind):
+    """The fixture's ELF with its build prefix rewritten in place to this package's (same length):
+    returns (prefix bytes, ELF bytes)."""
+    fix_prefix = f"{FIX_ROOT}/linux-x86_64/{GREET}".encode()
+    mine = f"{root}/linux-x86_64/{name}-{version}-{h}".encode()
+    if len(mine) != len(fix_prefix) or len(root) != len(FIX_ROOT):
+        sys.exit(f"gen_prefix: {kind} needs a {len(GREET)}-character name-version-hash (got {len(mine)} vs {len(fix_prefix)})")
+    my_elf = elf.replace(fix_prefix, mine).replace(FIX_ROOT.encode(), root.encode())
+    assert mine in my_elf
+    return mine, my_elf
+
+
 def gen_package(root, name, version, h, greet_spec, elf, kind, mb, fill):
     prefix = f"{root}/linux-x86_64/{name}-{version}-{h}"
     total = files = 0
@@ -150,12 +162,7 @@ def gen_package(root, name, version, h, greet_spec, elf, kind, mb, fill):
         for i in range(big):
             put(f"lib/libdata{i}.a", fill.data(rest // big))
     elif kind == "heavy":
-        fix_prefix = f"{FIX_ROOT}/linux-x86_64/{GREET}".encode()
-        mine = f"{root}/linux-x86_64/{name}-{version}-{h}".encode()
-        if len(mine) != len(fix_prefix) or len(root) != len(FIX_ROOT):
-            sys.exit(f"gen_prefix: heavy needs a {len(GREET)}-character name-version-hash (got {len(mine)} vs {len(fix_prefix)})")
-        my_elf = elf.replace(fix_prefix, mine).replace(FIX_ROOT.encode(), root.encode())
-        assert mine in my_elf
+        mine, my_elf = relocated_elf(elf, root, name, version, h, kind)
         for i in range(3000):
             put(f"share/{name}/t{i // 200:02d}/conf{i:05d}.txt", fill.text_file(fill.rng.randrange(4096, 24000), prefix))
         for i in range(2000):
@@ -168,11 +175,7 @@ def gen_package(root, name, version, h, greet_spec, elf, kind, mb, fill):
         # Shaped like the real Spack-made 977 MB package of issue 15 (22 944 members, 1 179 ELF
         # files, 4 026 text files to relocate, some ELF files of ~110 MB): many small files, a
         # thousand small ELF files, a few large ones, prefix-bearing text.
-        fix_prefix = f"{FIX_ROOT}/linux-x86_64/{GREET}".encode()
-        mine = f"{root}/linux-x86_64/{name}-{version}-{h}".encode()
-        if len(mine) != len(fix_prefix) or len(root) != len(FIX_ROOT):
-            sys.exit(f"gen_prefix: mixed needs a {len(GREET)}-character name-version-hash (got {len(mine)} vs {len(fix_prefix)})")
-        my_elf = elf.replace(fix_prefix, mine).replace(FIX_ROOT.encode(), root.encode())
+        mine, my_elf = relocated_elf(elf, root, name, version, h, kind)
         for i in range(4026):
             put(f"share/{name}/t{i // 200:02d}/conf{i:05d}.txt", fill.text_file(fill.rng.randrange(2048, 16000), prefix))
         for i in range(17700):

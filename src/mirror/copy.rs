@@ -1,11 +1,9 @@
 //! Copying what a plan found missing: blobs, metadata, keys, `layout.json` and the indexes last.
 
 use super::*;
-use std::io::{Read, Write};
-
-use sha2::{Digest, Sha256};
 
 use super::plan::BlobCopy;
+use crate::buildcache::writer::ChecksumWriter;
 use crate::store::FileStore;
 
 /// Copy what [`plan`] found missing; write manifests, keys, `layout.json` and the index (last).
@@ -207,31 +205,13 @@ async fn copy_local(from: &FileStore, to: &FileStore, b: &BlobCopy) -> Result<u6
     let (to, dest_rel, expected, size) = (to.clone(), b.dest_rel.clone(), b.digest.clone(), b.size);
     let expected = crate::fetch::normalize_digest(&expected)?;
     tokio::task::spawn_blocking(move || -> Result<u64, MirrorError> {
-        let mut input = std::fs::File::open(&src).map_err(|e| MirrorError::io(&src, e))?;
-        // The directories this copy creates (deepest first), removed again if it is refused.
-        let mut created = Vec::new();
-        let mut dir = to.path_of(&dest_rel)?.parent().map(Path::to_path_buf);
-        while let Some(d) = dir.filter(|d| !d.exists()) {
-            dir = d.parent().map(Path::to_path_buf);
-            created.push(d);
-        }
-        let mut seen: Option<(String, u64)> = None;
+        let input = std::fs::File::open(&src).map_err(|e| MirrorError::io(&src, e))?;
+        let mut input = std::io::BufReader::with_capacity(256 << 10, input);
+        let mut seen = None;
         let wrote = to.put_unsynced_blocking(&dest_rel, |f| {
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 256 << 10];
-            let mut len = 0u64;
-            loop {
-                let n = match input.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                hasher.update(&buf[..n]);
-                f.write_all(&buf[..n])?;
-                len += n as u64;
-            }
-            let actual = hex::encode(hasher.finalize());
+            let mut w = ChecksumWriter::new(f);
+            std::io::copy(&mut input, &mut w)?;
+            let (actual, len, _) = w.finish();
             let ok = actual == expected && size.is_none_or(|s| s == len);
             seen = Some((actual, len));
             if ok {
@@ -244,36 +224,43 @@ async fn copy_local(from: &FileStore, to: &FileStore, b: &BlobCopy) -> Result<u6
             }
         });
         if wrote.is_err() {
-            for d in &created {
-                let _ = std::fs::remove_dir(d);
-            }
+            prune_empty_parents(to.root(), &dest_rel);
         }
-        match (wrote, seen) {
-            (Ok(()), Some((_, len))) => Ok(len),
-            (Err(_), Some((actual, len)))
-                if actual != expected || size.is_some_and(|s| s != len) =>
-            {
-                Err(if actual != expected {
-                    FetchError::DigestMismatch {
-                        url,
-                        expected,
-                        actual,
-                    }
-                } else {
-                    FetchError::SizeMismatch {
-                        url,
-                        expected: size.unwrap_or(0),
-                        actual: len,
-                    }
-                }
-                .into())
+        let Some((actual, len)) = seen else {
+            // A read or write error before the end of the blob.
+            return Err(wrote.err().map_or_else(
+                || MirrorError::Usage("a blob copy ended without a result".into()),
+                MirrorError::from,
+            ));
+        };
+        if actual != expected {
+            return Err(FetchError::DigestMismatch {
+                url,
+                expected,
+                actual,
             }
-            (Err(e), _) => Err(e.into()),
-            (Ok(()), None) => Ok(0),
+            .into());
         }
+        if let Some(want) = size.filter(|&s| s != len) {
+            return Err(FetchError::SizeMismatch {
+                url,
+                expected: want,
+                actual: len,
+            }
+            .into());
+        }
+        wrote?;
+        Ok(len)
     })
     .await
     .map_err(|e| MirrorError::Usage(format!("a copy task failed: {e}")))?
+}
+
+/// Remove the directories above `rel` in a file store at `root` that are left empty: those a
+/// refused blob needed and nothing else uses (`blobs/sha256/ab`, …).
+fn prune_empty_parents(root: &Path, rel: &str) {
+    let mut dir = root.join(rel);
+    while dir.pop() && dir != root && std::fs::remove_dir(&dir).is_ok() {}
 }
 
 /// Remove what a refused run wrote; then, when the run created the destination directory, the
@@ -283,10 +270,8 @@ async fn undo(dest: &Store, written: &[String], created_root: Option<&Path>) {
         if let Err(e) = dest.delete(rel).await {
             tracing::warn!("could not remove {rel} after the refusal: {e}");
         }
-        // Directories the blob needed and nothing else uses (`blobs/sha256/ab`, …).
         if let Store::File(f) = dest {
-            let mut dir = f.root().join(rel);
-            while dir.pop() && dir != f.root() && std::fs::remove_dir(&dir).is_ok() {}
+            prune_empty_parents(f.root(), rel);
         }
     }
     if let Some(root) = created_root {

@@ -147,6 +147,11 @@ impl DownloadProgress {
     }
 }
 
+/// The bar of `blob`, if it has one.
+fn bar_of(bars: &Mutex<HashMap<String, ProgressBar>>, blob: &str) -> Option<ProgressBar> {
+    bars.lock().ok().and_then(|b| b.get(blob).cloned())
+}
+
 /// The bars on screen now, if any: log lines are printed above them (see [`LogWriter`]).
 static ACTIVE_BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
 
@@ -235,15 +240,16 @@ impl ProgressSink for DownloadProgress {
                 sizeless,
                 ..
             } => {
+                let bar = bar_of(bars, blob);
                 if sizeless.lock().is_ok_and(|u| u.contains(blob)) {
                     // Still no length: the bars grow with the bytes, so they stay true.
                     total.inc_length(bytes);
-                    if let Some(b) = bars.lock().ok().and_then(|b| b.get(blob).cloned()) {
+                    if let Some(b) = &bar {
                         b.inc_length(bytes);
                     }
                 }
                 total.inc(bytes);
-                if let Some(b) = bars.lock().ok().and_then(|b| b.get(blob).cloned()) {
+                if let Some(b) = &bar {
                     b.inc(bytes);
                 }
             }
@@ -276,7 +282,7 @@ impl ProgressSink for DownloadProgress {
                 ..
             } => {
                 if sizeless.lock().is_ok_and(|mut u| u.remove(blob)) {
-                    if let Some(b) = bars.lock().ok().and_then(|b| b.get(blob).cloned()) {
+                    if let Some(b) = bar_of(bars, blob) {
                         // Bytes already counted (a resumed part) are in the length already.
                         let counted = b.length().unwrap_or(0);
                         total.inc_length(length.saturating_sub(counted));
@@ -327,12 +333,7 @@ impl StageStatus {
         if quiet {
             StageStatus::with(None, None)
         } else if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed}] {wide_msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar.enable_steady_tick(Duration::from_millis(120));
+            let bar = super::status::spinner("{spinner} [{elapsed}] {wide_msg}");
             StageStatus::with(Some(bar), None)
         } else {
             StageStatus::lines_to(Box::new(std::io::stderr()))
@@ -435,19 +436,7 @@ impl StageProgress for StageStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::ui::tests::Shared;
 
     #[test]
     fn blobs_are_named_after_their_packages_when_known() {
@@ -458,7 +447,7 @@ mod tests {
         p.start("sha256:630779eee475aaaa", None);
         p.advance("sha256:fd1de8b39bf2bbbb", 3);
         p.finish("sha256:fd1de8b39bf2bbbb");
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         assert_eq!(
             text,
             "fetching slurm@24.11.5 (3 B)\nfetching 630779eee475\nfetched slurm@24.11.5 (3 B)\n"
@@ -477,7 +466,7 @@ mod tests {
         p.advance(good, 3);
         p.failed(bad, "sha256 mismatch");
         p.finish(good);
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         assert_eq!(
             text,
             "fetching 630779eee475 (10 B)\nfetching fd1de8b39bf2 (3 B)\n\
@@ -500,7 +489,7 @@ mod tests {
                 changed: 12,
             },
         );
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert!(

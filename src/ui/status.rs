@@ -7,6 +7,16 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// A spinner on stderr drawn with `template`, ticking by itself.
+pub(crate) fn spinner(template: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
 pub struct StatusLine {
     bar: Option<ProgressBar>,
     plain: bool,
@@ -26,13 +36,8 @@ impl StatusLine {
                 plain: true,
             };
         }
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
+        let bar = spinner("{spinner} {prefix} [{elapsed}] {wide_msg}");
         bar.set_prefix(prefix.to_string());
-        bar.enable_steady_tick(Duration::from_millis(120));
         StatusLine {
             bar: Some(bar),
             plain: false,
@@ -98,13 +103,8 @@ impl SlowStep {
             };
         }
         if terminal {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed}] {wide_msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
+            let bar = spinner("{spinner} [{elapsed}] {wide_msg}");
             bar.set_message(text.to_string());
-            bar.enable_steady_tick(Duration::from_millis(120));
             return SlowStep {
                 bar: Some(bar),
                 timer: None,
@@ -159,24 +159,7 @@ impl Drop for SlowStep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    impl Shared {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
+    use crate::ui::tests::Shared;
 
     #[test]
     fn a_quick_step_prints_nothing_and_a_slow_one_its_start_and_outcome() {
